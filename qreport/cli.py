@@ -1,0 +1,185 @@
+"""Command line: ``qreport build | render | models``; each subcommand returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+
+from qreport import __version__
+from qreport.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, QReportError
+
+EPILOG = """exit codes: 0 ok · 1 gate failed · 2 usage · 3 bad input (model, weights, data, qconfig)
+            4 unreadable run folder · 5 output not writable · 70 internal error · 130 interrupted"""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 3,224,224") from None
+    if not shape or any(d < 1 for d in shape):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 3,224,224")
+    return shape
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="show torch's warnings and the Numeric Suite's messages")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="qreport",
+        description="Explain why a quantized PyTorch model lost accuracy: compare it with its float model layer by "
+        "layer and write one self-contained HTML report.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"qreport {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    b = sub.add_parser(
+        "build",
+        help="quantize a model, run every comparison stage and write the report",
+        description="Load the float model, quantize it (FX graph mode static PTQ), then run the stages in order: "
+        "weights, activations (propagated), shadow (isolated), model, coverage, guidance. Each stage writes "
+        "<out>/<stage>.parquet; the run ends with manifest.json and report.html.",
+        epilog="examples:\n  qreport build --model mobilenet_v2\n"
+        "  qreport build --model mobilenet_v2 --qconfig examples/seed_scenario.toml --out reports/seed\n"
+        "  qreport build --model mypkg.nets:small_cnn --input-shape 3,32,32 --data ./images\n\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("--model", default="mobilenet_v2",
+                   help="a torchvision classifier name (see 'qreport models'), pkg.module:factory or file.py:factory "
+                   "(default: %(default)s)")
+    b.add_argument("--weights", default="auto",
+                   help="auto (pretrained if the torch hub cache or a download has it, else random init with a warning), "
+                   "none, or a torchvision weights name like IMAGENET1K_V1 (default: %(default)s)")
+    b.add_argument("--checkpoint", metavar="PATH", help="a state_dict file to load (read with weights_only=True)")
+    b.add_argument("--backend", choices=("x86", "qnnpack"), default="x86", help="quantized engine (default: %(default)s)")
+    b.add_argument("--qconfig", metavar="FILE",
+                   help="TOML file of per-module overrides, e.g. [modules] \"features.0\" = \"float\" "
+                   "(presets: float, default, per_tensor, per_channel, histogram)")
+    b.add_argument("--data", default="synthetic", metavar="synthetic|DIR",
+                   help="calibration/evaluation inputs: seeded synthetic tensors or an image folder (default: %(default)s)")
+    b.add_argument("--calib-batches", type=_positive, default=4, metavar="N", help="calibration batches (default: %(default)s)")
+    b.add_argument("--eval-batches", type=_positive, default=4, metavar="N", help="evaluation batches (default: %(default)s)")
+    b.add_argument("--batch-size", type=_positive, default=8, metavar="N", help="inputs per batch (default: %(default)s)")
+    b.add_argument("--input-shape", type=_shape, metavar="C,H,W",
+                   help="input shape without the batch dimension (default: from the weights, else 3,224,224)")
+    b.add_argument("--seed", type=int, default=0, help="seed for synthetic data and random init (default: %(default)s)")
+    b.add_argument("--out", metavar="DIR", help="run folder to write (default: reports/<model>)")
+    b.add_argument("--force", action="store_true", help="replace an existing run folder (only once the new run is complete)")
+    _add_common(b)
+    b.set_defaults(func=cmd_build)
+
+    r = sub.add_parser("render", help="re-render report.html from a run folder (no model, no torch)",
+                       description="Rebuild <RUN_DIR>/report.html from the run's Parquet files and manifest alone.")
+    r.add_argument("run_dir", metavar="RUN_DIR")
+    _add_common(r)
+    r.set_defaults(func=cmd_render)
+
+    m = sub.add_parser("models", help="list the torchvision model names --model accepts")
+    _add_common(m)
+    m.set_defaults(func=cmd_models)
+    return parser
+
+
+def cmd_build(args) -> int:
+    """``qreport build``."""
+    from qreport.config import BuildConfig, load_qconfig_file
+
+    overrides = load_qconfig_file(args.qconfig) if args.qconfig else ()
+    cfg = BuildConfig(
+        model=args.model, weights=args.weights, checkpoint=args.checkpoint, backend=args.backend,
+        qconfig_file=args.qconfig, overrides=overrides, data=args.data, calib_batches=args.calib_batches,
+        eval_batches=args.eval_batches, batch_size=args.batch_size, input_shape=args.input_shape, seed=args.seed,
+    )
+    out = args.out or f"reports/{cfg.model.rpartition(':')[2].replace('/', '_')}"
+    if not args.quiet:
+        print(f"qreport {__version__}: building {cfg.model} → {out}", file=sys.stderr, flush=True)
+    from qreport.pipeline import build
+    from qreport.render.html import render_run
+
+    build(cfg, out, force=args.force, verbose=args.verbose, quiet=args.quiet,
+          render_report=lambda path: render_run(path, in_progress=True))
+    if not args.quiet:
+        print(f"report: {out}/report.html", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_render(args) -> int:
+    """``qreport render RUN_DIR``."""
+    from qreport.render.html import render_run
+
+    path = render_run(args.run_dir)
+    if not args.quiet:
+        print(f"report: {path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_models(args) -> int:
+    """``qreport models``."""
+    from qreport.models import quantizable_names, torchvision_classifiers
+
+    quantizable = set(quantizable_names())
+    for name in torchvision_classifiers():
+        print(f"{name}\t{'quantizable variant' if name in quantizable else 'plain'}")
+    return EXIT_OK
+
+
+class _Terminated(BaseException):
+    """Raised from the SIGTERM handler so cleanup runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if args.verbose and args.quiet:
+        print("qreport: error: --verbose and --quiet contradict each other; pick one", file=sys.stderr)
+        return EXIT_USAGE
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return args.func(args)
+    except QReportError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"qreport: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (KeyboardInterrupt, _Terminated):
+        print("qreport: interrupted; nothing was left half-written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug or an unexpected failure inside torch
+        if args.debug:
+            traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"qreport: internal error: {exc.__class__.__name__}: {first[:200]} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        signal.signal(signal.SIGTERM, previous)

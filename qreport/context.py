@@ -1,0 +1,42 @@
+"""The state a build hands from one stage to the next."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import pandas as pd
+from tqdm import tqdm
+
+from qreport.config import BuildConfig
+
+
+@dataclasses.dataclass
+class BuildContext:
+    """Models, data and finished tables of one build; stages read it and add their table."""
+
+    config: BuildConfig
+    flow: object
+    loaded: object  # models.LoadedModel
+    data: object  # data.DataSource
+    prepared: object = None  # calibrated model with observers (Conv-BN folded)
+    quantized: object = None  # the int8 model
+    node_fqns: dict = dataclasses.field(default_factory=dict)  # FX node name -> module path
+    module_nodes: set = dataclasses.field(default_factory=set)  # FX nodes that call a module
+    compare_after: dict = dataclasses.field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
+    uncompared: dict[str, list[dict]] = dataclasses.field(default_factory=dict)  # stage -> [{layer, reason}]
+    stage_status: dict[str, str] = dataclasses.field(default_factory=dict)  # stage -> ok | failed
+    quiet: bool = False
+
+    def batches(self, split, desc: str):
+        """Iterate a data split with a progress bar (hidden when quiet or not on a terminal)."""
+        show = not self.quiet and sys.stderr.isatty()
+        return tqdm(split, total=len(split), desc=f"  {desc}", unit="batch", leave=False, disable=not show, file=sys.stderr)
+
+    def layer_fqn(self, node_name: str) -> str:
+        """Module path of an FX node; functions get ``scope:node`` so two adds in one block stay apart."""
+        fqn = self.node_fqns.get(node_name)
+        if fqn is None:
+            return node_name
+        return fqn if node_name in self.module_nodes else f"{fqn}:{node_name}"

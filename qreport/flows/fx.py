@@ -1,0 +1,254 @@
+"""FX graph mode static PTQ and the FX Numeric Suite, behind one seam."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import difflib
+import io
+import re
+import warnings
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qreport.config import ModuleOverride
+from qreport.errors import InputError
+
+FLOAT_NAME = "fp32"
+QUANT_NAME = "int8"
+
+# Activations whose range a preceding quantized op takes on; both sides are compared after them.
+_CLAMP_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
+_CLAMP_FUNCTIONS = {F.relu, F.relu6, F.hardtanh, torch.relu}
+_SKIP_LINE = re.compile(r"skipping shadow loggers for node_b: (?P<b>[^,]+), start_node_a: (?P<a>[^,]+), (?P<why>.*)")
+
+
+@contextlib.contextmanager
+def quiet_torch(verbose: bool, notes: list[str] | None = None):
+    """Hide torch's deprecation warnings (unless ``verbose``) and capture the Numeric Suite's prints."""
+    buffer = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
+        if not verbose:
+            warnings.simplefilter("ignore")
+        try:
+            yield buffer
+        finally:
+            printed = buffer.getvalue()
+            if notes is not None:
+                notes.extend(line for line in printed.splitlines() if line.strip())
+    if verbose and printed:
+        print(printed, end="")
+
+
+def short_type(type_name: str) -> str:
+    """``torch.ao.nn.quantized.modules.conv.Conv2d`` -> ``quantized.Conv2d``; keeps what a user recognises."""
+    name = type_name.rsplit(".", 1)[-1]
+    quantized = ".quantized." in type_name or type_name.startswith("torch._ops.quantized")
+    return f"quantized.{name}" if quantized else name
+
+
+def _module_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_modules() if name]
+
+
+def _clamp_callable(node, modules: dict) -> Callable | None:
+    """A non-in-place copy of the activation at ``node``, or None if it is not a clamp-like activation."""
+    if node.op == "call_module":
+        mod = modules.get(node.target)
+        if isinstance(mod, nn.ReLU6):
+            return lambda t: F.hardtanh(t, 0.0, 6.0)
+        if isinstance(mod, nn.Hardtanh):
+            lo, hi = float(mod.min_val), float(mod.max_val)
+            return lambda t: F.hardtanh(t, lo, hi)
+        if isinstance(mod, nn.ReLU):
+            return F.relu
+    if node.op == "call_function" and node.target in _CLAMP_FUNCTIONS:
+        if node.target is F.hardtanh:
+            lo = node.kwargs.get("min_val", node.args[1] if len(node.args) > 1 else -1.0)
+            hi = node.kwargs.get("max_val", node.args[2] if len(node.args) > 2 else 1.0)
+            if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+                return lambda t: F.hardtanh(t, float(lo), float(hi))
+            return None
+        if node.target is F.relu6:
+            return lambda t: F.hardtanh(t, 0.0, 6.0)
+        return F.relu
+    return None
+
+
+def _clamp_name(node, modules: dict) -> str:
+    if node.op == "call_module":
+        return type(modules[node.target]).__name__
+    return getattr(node.target, "__name__", str(node.target))
+
+
+class FxStaticFlow:
+    """Static post-training quantization with ``prepare_fx``/``convert_fx`` and the FX Numeric Suite."""
+
+    name = "fx-static"
+
+    def __init__(self, backend: str = "x86", overrides: Iterable[ModuleOverride] = (), verbose: bool = False):
+        self.backend = backend
+        self.overrides = tuple(overrides)
+        self.verbose = verbose
+        self.notes: list[str] = []  # lines the Numeric Suite printed
+
+    # -- configuration -------------------------------------------------------------------------
+    def _qconfig(self, override: ModuleOverride):
+        from torch.ao.quantization import QConfig, get_default_qconfig, observer
+
+        if override.preset == "float":
+            return None
+        if override.preset == "default":
+            return get_default_qconfig(self.backend)
+        if override.preset == "per_tensor":
+            return torch.ao.quantization.default_qconfig
+        act_name = override.activation or ("histogram" if override.preset == "histogram" else "minmax")
+        weight_name = override.weight or "per_channel"
+        activation = {
+            "minmax": observer.MinMaxObserver.with_args(dtype=torch.quint8, reduce_range=self.backend == "x86"),
+            "moving_average": observer.MovingAverageMinMaxObserver.with_args(
+                dtype=torch.quint8, reduce_range=self.backend == "x86"
+            ),
+            "histogram": observer.HistogramObserver.with_args(dtype=torch.quint8, reduce_range=self.backend == "x86"),
+        }[act_name]
+        weight = {
+            "per_tensor": observer.default_weight_observer,
+            "per_channel": observer.default_per_channel_weight_observer,
+        }[weight_name]
+        return QConfig(activation=activation, weight=weight)
+
+    def qconfig_mapping(self):
+        """The backend's default ``QConfigMapping`` with the per-module overrides applied."""
+        from torch.ao.quantization import get_default_qconfig_mapping
+
+        mapping = get_default_qconfig_mapping(self.backend)
+        for override in self.overrides:
+            mapping.set_module_name(override.module, self._qconfig(override))
+        return mapping
+
+    def check_overrides(self, model: nn.Module) -> None:
+        """Fail with a one-line error if an override names a module the model does not have."""
+        names = _module_names(model)
+        known = set(names)
+        for override in self.overrides:
+            if override.module not in known:
+                close = difflib.get_close_matches(override.module, names, n=3)
+                hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+                raise InputError(
+                    f"qconfig names module {override.module!r}, which the model does not have{hint}; "
+                    "use a path from the report's coverage table"
+                )
+
+    # -- quantization --------------------------------------------------------------------------
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> nn.Module:
+        """Insert observers (Conv-BN folded) into a copy of the float model."""
+        from torch.ao.quantization.quantize_fx import prepare_fx
+
+        torch.backends.quantized.engine = self.backend
+        self.check_overrides(model)
+        with quiet_torch(self.verbose, self.notes):
+            return prepare_fx(copy.deepcopy(model).eval(), self.qconfig_mapping(), (example,))
+
+    def convert(self, prepared: nn.Module) -> nn.Module:
+        """A fresh int8 model from a calibrated prepared model (quantized models cannot be deep-copied)."""
+        from torch.ao.quantization.quantize_fx import convert_fx
+
+        with quiet_torch(self.verbose, self.notes):
+            return convert_fx(copy.deepcopy(prepared))
+
+    # -- instrumentation -----------------------------------------------------------------------
+    def weight_pairs(self, prepared: nn.Module, quantized: nn.Module) -> list[dict]:
+        """Matched (float folded weight, int8 weight) pairs, in model order."""
+        import torch.ao.ns._numeric_suite_fx as ns
+
+        with quiet_torch(self.verbose, self.notes):
+            results = ns.extract_weights(FLOAT_NAME, prepared, QUANT_NAME, quantized)
+        pairs = []
+        for layer, by_type in results.items():
+            entry = by_type["weight"]
+            f, q = entry[FLOAT_NAME][0], entry[QUANT_NAME][0]
+            pairs.append(
+                {
+                    "layer": layer,
+                    "layer_fqn": q.get("fqn") or f.get("fqn") or layer,
+                    "op_type": q["ref_node_target_type"],
+                    "float_values": list(f["values"]),
+                    "quant_values": list(q["values"]),
+                }
+            )
+        return pairs
+
+    def compare_after(self, quantized: nn.Module) -> dict[str, tuple[str, Callable]]:
+        """Quantized nodes whose only consumer is a clamp-like activation: node name -> (name, activation)."""
+        modules = dict(quantized.named_modules())
+        found = {}
+        for node in quantized.graph.nodes:
+            if len(node.users) != 1:
+                continue
+            user = next(iter(node.users))
+            act = _clamp_callable(user, modules)
+            if act is not None and node.op in ("call_module", "call_function"):
+                found[node.name] = (_clamp_name(user, modules), act)
+        return found
+
+    def node_fqns(self, prepared: nn.Module, quantized: nn.Module) -> dict[str, str]:
+        """FX node name -> module path, for call_module nodes and for functions inside a module."""
+        fqns = {}
+        attrs = getattr(prepared, "meta", {}).get("_observed_graph_module_attrs")
+        scopes = getattr(attrs, "node_name_to_scope", None) or {}
+        for name, (scope, _type) in scopes.items():
+            if scope:
+                fqns[name] = scope
+        for node in quantized.graph.nodes:
+            if node.op == "call_module":
+                fqns[node.name] = str(node.target)
+        return fqns
+
+    def logged_models(self, float_model: nn.Module, prepared: nn.Module, logger_cls) -> tuple[nn.Module, nn.Module]:
+        """Float and int8 models with loggers on every matched layer output (``add_loggers``)."""
+        import torch.ao.ns._numeric_suite_fx as ns
+
+        quantized = self.convert(prepared)
+        with quiet_torch(self.verbose, self.notes):
+            return ns.add_loggers(FLOAT_NAME, copy.deepcopy(float_model), QUANT_NAME, quantized, logger_cls)
+
+    def shadow_model(self, float_model: nn.Module, prepared: nn.Module, logger_cls) -> tuple[nn.Module, list[dict]]:
+        """The int8 model with float shadows fed the same inputs (``add_shadow_loggers``) and what was skipped."""
+        import torch.ao.ns._numeric_suite_fx as ns
+
+        quantized = self.convert(prepared)
+        lines: list[str] = []
+        with quiet_torch(self.verbose, lines):
+            model = ns.add_shadow_loggers(FLOAT_NAME, copy.deepcopy(float_model), QUANT_NAME, quantized, logger_cls)
+        self.notes.extend(lines)
+        skipped = []
+        for line in lines:
+            m = _SKIP_LINE.search(line)
+            if m:
+                skipped.append({"op_type": m.group("b").strip(), "reason": m.group("why").strip()})
+        return model, skipped
+
+    @staticmethod
+    def logger_base():
+        """The Numeric Suite logger class our streaming loggers extend."""
+        from torch.ao.ns._numeric_suite_fx import OutputLogger
+
+        return OutputLogger
+
+
+def make_streaming_logger(pairing) -> type:
+    """An ``OutputLogger`` subclass that hands every value to ``pairing`` instead of storing it."""
+    base = FxStaticFlow.logger_base()
+
+    class StreamingLogger(base):
+        def forward(self, x):  # noqa: D102 - same contract as OutputLogger.forward
+            if self.enabled:
+                pairing.offer(self, x)
+            return x
+
+    StreamingLogger.__name__ = "StreamingLogger"
+    return StreamingLogger
+

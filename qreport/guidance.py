@@ -1,0 +1,156 @@
+"""Guidance rules: stage tables in, typed findings out (pure data; no torch)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pandas as pd
+
+# Thresholds, shown in the report next to each finding.
+GAP_MEDIUM_DB = 6.0  # this far below the median SQNR of its view: worth a look
+GAP_HIGH_DB = 10.0  # this far below: likely a real accuracy cost
+CLIPPED_FRACTION = 0.01  # more than 1 % of float values outside the int8 range
+RMSE_OVER_STEP = 0.7  # well above 1/sqrt(12) ≈ 0.289: the error is not just rounding
+WORST_LAYERS = 3  # isolated-view layers always listed, even below the thresholds
+
+# Every code has one explanation partial: templates/partials/finding_<code>.html.j2
+CODES = ("random_weights", "weight_outlier", "error_origin", "inherited_error")
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One piece of guidance: what, where, the evidence, and the change to try."""
+
+    code: str
+    severity: str
+    layer: str
+    layer_fqn: str
+    view: str
+    value_db: float
+    median_db: float
+    threshold: float
+    origin: str
+    evidence: str
+    change_toml: str
+    change_python: str
+
+
+def _severity(gap: float) -> str:
+    return "high" if gap >= GAP_HIGH_DB else "medium" if gap >= GAP_MEDIUM_DB else "info"
+
+
+def _median(series: pd.Series) -> float:
+    finite = series[series.map(math.isfinite)]
+    return float(finite.median()) if len(finite) else math.nan
+
+
+def _db(v: float) -> str:
+    return "exact" if v == math.inf else f"{v:.1f} dB"
+
+
+def change_lines(fqn: str, preset: str) -> tuple[str, str]:
+    """The qconfig-file entry and the ``QConfigMapping`` call for giving module ``fqn`` a preset."""
+    module = fqn.split(":", 1)[0]
+    toml = f"{json.dumps(module)} = {json.dumps(preset)}"
+    python = {
+        "float": f"qconfig_mapping.set_module_name({module!r}, None)",
+        "per_channel": (
+            f"qconfig_mapping.set_module_name({module!r}, QConfig(activation=default_observer, "
+            "weight=default_per_channel_weight_observer))"
+        ),
+        "histogram": (
+            f"qconfig_mapping.set_module_name({module!r}, QConfig(activation=HistogramObserver.with_args(reduce_range=True), "
+            "weight=default_per_channel_weight_observer))"
+        ),
+    }[preset]
+    return toml, python
+
+
+def _by_layer(df: pd.DataFrame | None) -> dict[str, dict]:
+    if df is None or not len(df):
+        return {}
+    return {r["layer"]: r for r in df.to_dict("records")}
+
+
+def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True) -> list[Finding]:
+    """All findings, most severe and lowest SQNR first."""
+    out: list[Finding] = []
+    weights = tables.get("weights")
+    prop = _by_layer(tables.get("activations"))
+    iso_df = tables.get("shadow")
+    iso = _by_layer(iso_df)
+    if not weights_trained:
+        out.append(Finding("random_weights", "high", "", "", "model", math.nan, math.nan, math.nan, "n/a",
+                           "No pretrained weights or checkpoint were loaded.", "", ""))
+    if weights is not None and len(weights):
+        median = _median(weights["sqnr_db"])
+        for r in weights.sort_values(["sqnr_db", "order"]).to_dict("records"):
+            gap = median - r["sqnr_db"]
+            if not gap >= GAP_MEDIUM_DB:
+                continue
+            per_tensor = r["qscheme"].startswith("per_tensor")
+            preset = "per_channel" if per_tensor else "float"
+            toml, python = change_lines(r["layer_fqn"], preset)
+            why = "weights are quantized per tensor; per-channel scales fit each output channel" if per_tensor else \
+                "weights are already per-channel; keep the layer in float"
+            out.append(Finding(
+                "weight_outlier", _severity(gap), r["layer"], r["layer_fqn"], "weights", r["sqnr_db"], median,
+                GAP_MEDIUM_DB, "originates",
+                f"weight SQNR {_db(r['sqnr_db'])}, {gap:.1f} dB below the median {_db(median)}; worst output channel "
+                f"{r['worst_channel']} at {_db(r['worst_channel_sqnr_db'])}; {why}.",
+                toml, python))
+    if iso:
+        median = _median(iso_df["sqnr_db"])
+        ranked = iso_df.sort_values(["sqnr_db", "order"]).to_dict("records")
+        for i, r in enumerate(ranked):
+            gap = median - r["sqnr_db"]
+            if not (gap >= GAP_MEDIUM_DB or i < WORST_LAYERS) or not math.isfinite(r["sqnr_db"]):
+                continue
+            p = prop.get(r["layer"])
+            clipped = r["clipped_fraction"]
+            preset = "histogram" if clipped > CLIPPED_FRACTION else "float"
+            toml, python = change_lines(r["layer_fqn"], preset)
+            evidence = [f"isolated SQNR {_db(r['sqnr_db'])} vs median {_db(median)} ({gap:+.1f} dB below)"]
+            if p is not None:
+                evidence.append(f"propagated SQNR {_db(p['sqnr_db'])}")
+            if r["rmse_over_step"] > RMSE_OVER_STEP:
+                evidence.append(f"RMSE is {r['rmse_over_step']:.2f} quantization steps (ideal 0.29)")
+            if clipped > CLIPPED_FRACTION:
+                evidence.append(f"{clipped:.1%} of float values clipped by the int8 range")
+            if r["compared_after"]:
+                evidence.append(f"compared after its {r['compared_after']}")
+            out.append(Finding(
+                "error_origin", _severity(gap), r["layer"], r["layer_fqn"], "isolated", r["sqnr_db"], median,
+                GAP_MEDIUM_DB, "originates", "; ".join(evidence) + ".", toml, python))
+    if prop:
+        prop_df = tables["activations"]
+        median = _median(prop_df["sqnr_db"])
+        origins = {f.layer for f in out if f.code == "error_origin" and f.severity != "info"}
+        for r in prop_df.sort_values(["sqnr_db", "order"]).to_dict("records"):
+            gap = median - r["sqnr_db"]
+            if not gap >= GAP_MEDIUM_DB or r["layer"] in origins:
+                continue
+            i = iso.get(r["layer"])
+            if i is not None and median - i["sqnr_db"] >= GAP_MEDIUM_DB:
+                continue
+            upstream = [f.layer_fqn for f in out if f.code == "error_origin" and f.layer in prop
+                        and prop[f.layer]["order"] < r["order"]]
+            where = f"look upstream at {upstream[0]}" if upstream else "look at the layers before it"
+            iso_text = f"isolated only {_db(i['sqnr_db'])}" if i is not None else "no isolated view"
+            out.append(Finding(
+                "inherited_error", "info", r["layer"], r["layer_fqn"], "propagated", r["sqnr_db"], median,
+                GAP_MEDIUM_DB, "inherited",
+                f"propagated SQNR {_db(r['sqnr_db'])} ({gap:.1f} dB below the median) but {iso_text}; {where}.",
+                "", ""))
+            break  # the worst one explains the pattern; the chart shows the rest
+    rank = {"high": 0, "medium": 1, "info": 2}
+    return sorted(out, key=lambda f: (rank[f.severity], f.code == "inherited_error",
+                                      f.value_db if math.isfinite(f.value_db) else -math.inf))
+
+
+def findings_table(found: list[Finding]) -> pd.DataFrame:
+    """Findings as the guidance stage's table, ranked from 1."""
+    rows = [{"rank": i + 1, **dataclasses.asdict(f)} for i, f in enumerate(found)]
+    return pd.DataFrame(rows, columns=["rank"] + [f.name for f in dataclasses.fields(Finding)])

@@ -1,0 +1,162 @@
+"""``qreport build``: load → quantize → stages → Parquet + manifest → report, with progress lines."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+import traceback
+
+import torch
+import torchvision
+
+import qreport
+from qreport import data as data_mod
+from qreport.config import BuildConfig
+from qreport.context import BuildContext
+from qreport.errors import InputError, QReportError
+from qreport.flows import FxStaticFlow, quiet_torch
+from qreport.models import load_model, recalibrate_batchnorm
+from qreport.schema import SCHEMA_VERSION
+from qreport.stages import ORDER
+from qreport.store import RunWriter
+from qreport.timestamp import build_timestamp
+
+
+class Progress:
+    """One line per step on stderr: ``[3/9] shadow  52 layers  4.1 s``."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total = total
+        self.quiet = quiet
+        self.step = 0
+
+    def say(self, message: str) -> None:
+        """Print a free-standing line (warnings, notes) unless quiet."""
+        if not self.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    def done(self, name: str, detail: str, seconds: float) -> None:
+        """Report a finished step."""
+        self.step += 1
+        self.say(f"[{self.step}/{self.total}] {name:<12} {detail:<34} {seconds:6.1f} s")
+
+
+def _data_source(cfg: BuildConfig, loaded) -> data_mod.DataSource:
+    shape = cfg.input_shape or loaded.input_shape
+    if cfg.data == "synthetic":
+        return data_mod.synthetic(shape, cfg.batch_size, cfg.calib_batches, cfg.eval_batches, cfg.seed)
+    return data_mod.image_folder(cfg.data, shape, None if cfg.input_shape else loaded.transforms,
+                                 cfg.batch_size, cfg.calib_batches, cfg.eval_batches)
+
+
+def _check_runs(model, example) -> None:
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception as exc:  # the user's model or input shape
+        raise InputError(
+            f"the float model fails on an input of shape {tuple(example.shape)} "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:160]}); pass the right --input-shape"
+        ) from None
+
+
+def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False, quiet: bool = False,
+          render_report=None) -> dict:
+    """Run every stage and write the run folder ``out``; returns the manifest."""
+    torch.manual_seed(cfg.seed)
+    writer = RunWriter(out, force=force)  # refuses an existing --out before any work
+    progress = Progress(total=3 + len(ORDER) + 1, quiet=quiet)
+    timings: dict[str, float] = {}
+    stages: dict[str, dict] = {}
+    try:
+        t = time.perf_counter()
+        with quiet_torch(verbose):
+            loaded = load_model(cfg.model, cfg.weights, cfg.checkpoint)
+        data = _data_source(cfg, loaded)
+        example = data.example()
+        _check_runs(loaded.module, example)
+        notes = list(data.notes)
+        if not loaded.weights_trained:
+            why = f": {loaded.weights_note}" if loaded.weights_note else ""
+            progress.say(f"WARNING: {cfg.model} uses RANDOM weights{why}. The report describes the architecture, "
+                         "not a trained model.")
+            count = recalibrate_batchnorm(loaded.module, data.calibration)
+            if count:
+                notes.append(f"random weights: BatchNorm statistics of {count} layers re-estimated on the calibration data")
+        timings["load"] = time.perf_counter() - t
+        progress.done("load", f"{loaded.name} ({'trained' if loaded.weights_trained else 'random'})", timings["load"])
+
+        flow = FxStaticFlow(cfg.backend, cfg.overrides, verbose=verbose)
+        ctx = BuildContext(config=cfg, flow=flow, loaded=loaded, data=data, quiet=quiet)
+        t = time.perf_counter()
+        ctx.prepared = flow.prepare(loaded.module, example)
+        with torch.no_grad(), quiet_torch(verbose):
+            for x in ctx.batches(data.calibration, "calibrate"):
+                ctx.prepared(x)
+        timings["calibrate"] = time.perf_counter() - t
+        progress.done("calibrate", f"{len(data.calibration)} batches of {cfg.batch_size}", timings["calibrate"])
+
+        t = time.perf_counter()
+        ctx.quantized = flow.convert(ctx.prepared)
+        ctx.node_fqns = flow.node_fqns(ctx.prepared, ctx.quantized)
+        ctx.module_nodes = {n.name for n in ctx.quantized.graph.nodes if n.op == "call_module"}
+        ctx.compare_after = flow.compare_after(ctx.quantized)
+        timings["convert"] = time.perf_counter() - t
+        progress.done("convert", f"backend {cfg.backend}", timings["convert"])
+
+        for name, run in ORDER:
+            t = time.perf_counter()
+            try:
+                with quiet_torch(verbose):
+                    table = run(ctx)
+            except QReportError:
+                raise
+            except Exception as exc:  # a Numeric Suite call that fails on this model
+                err = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                stages[name] = {"status": "failed", "error": err, "seconds": time.perf_counter() - t}
+                ctx.stage_status[name] = "failed"
+                progress.done(name, "FAILED: " + err[:60], stages[name]["seconds"])
+                if verbose:
+                    traceback.print_exc()
+                continue
+            ctx.tables[name] = table
+            ctx.stage_status[name] = "ok"
+            writer.write_table(name, table)
+            seconds = time.perf_counter() - t
+            stages[name] = {"status": "ok", "rows": int(len(table)), "seconds": seconds}
+            progress.done(name, f"{len(table)} rows", seconds)
+
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "complete": True,
+            "created": build_timestamp(),
+            "versions": {
+                "qreport": qreport.__version__,
+                "torch": torch.__version__,
+                "torchvision": torchvision.__version__,
+                "python": platform.python_version(),
+            },
+            "config": cfg.to_dict(),
+            "fingerprint": cfg.fingerprint(),
+            "flow": flow.name,
+            "engine": torch.backends.quantized.engine,
+            "model": {"name": loaded.name, "source": loaded.source, "input_shape": list(example.shape[1:]),
+                      "parameters": int(sum(p.numel() for p in loaded.module.parameters()))},
+            "weights": {"source": loaded.weights_source, "trained": loaded.weights_trained, "note": loaded.weights_note},
+            "data": {"source": data.description, "calibration_batches": len(data.calibration),
+                     "evaluation_batches": len(data.evaluation), "batch_size": cfg.batch_size,
+                     "skipped_files": len(data.skipped_files), "notes": notes},
+            "stages": stages,
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        }
+        writer.write_json("manifest.json", manifest)
+        t = time.perf_counter()
+        if render_report is not None:
+            render_report(writer.tmp)
+        progress.done("render", "report.html", time.perf_counter() - t)
+        writer.commit()
+        return manifest
+    except BaseException:
+        writer.abort()
+        raise

@@ -1,0 +1,176 @@
+"""Stage tables -> plain view-model data for the template; every number arrives formatted."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from qreport import guidance as rules
+from qreport.render import charts
+from qreport.render.fmt import dom_id, fmt_db, fmt_num, fmt_pct, sort_key
+from qreport.store import RunReader
+
+HISTOGRAM_LAYERS = 3
+
+
+def _records(df: pd.DataFrame | None) -> list[dict]:
+    return [] if df is None else df.to_dict("records")
+
+
+def _median(values) -> float:
+    finite = sorted(v for v in values if v is not None and math.isfinite(v))
+    if not finite:
+        return math.nan
+    mid = len(finite) // 2
+    return finite[mid] if len(finite) % 2 else (finite[mid - 1] + finite[mid]) / 2
+
+
+def _bad(values, median) -> list[bool]:
+    return [math.isfinite(median) and v is not None and math.isfinite(v) and median - v >= rules.GAP_MEDIUM_DB
+            for v in values]
+
+
+def _cell(value, text, cls: str = "") -> dict:
+    return {"text": text, "sort": sort_key(value), "cls": cls}
+
+
+def layer_rows(weights, prop, iso) -> list[dict]:
+    """One table row per layer in execution order, joining the three views by Numeric Suite layer name."""
+    w = {r["layer"]: r for r in weights}
+    i = {r["layer"]: r for r in iso}
+    order = [r["layer"] for r in prop] or [r["layer"] for r in iso] or [r["layer"] for r in weights]
+    for extra in list(i) + list(w):
+        if extra not in order:
+            order.append(extra)
+    p = {r["layer"]: r for r in prop}
+    medians = {k: _median(r["sqnr_db"] for r in rows) for k, rows in (("w", weights), ("p", prop), ("i", iso))}
+    rows = []
+    for n, layer in enumerate(order):
+        base = p.get(layer) or i.get(layer) or w.get(layer)
+        act = i.get(layer) or p.get(layer) or {}
+
+        def db(src, key):
+            v = src.get(layer, {}).get("sqnr_db", math.nan)
+            cls = "bad" if math.isfinite(medians[key]) and math.isfinite(v) and medians[key] - v >= rules.GAP_MEDIUM_DB else ""
+            return _cell(v, fmt_db(v), cls)
+
+        rmse = act.get("rmse_over_step", math.nan)
+        clipped = act.get("clipped_fraction", math.nan)
+        rows.append({
+            "id": dom_id(f"layer-{n}", base["layer_fqn"]),
+            "fqn": _cell(base["layer_fqn"], base["layer_fqn"]),
+            "op": _cell(base["op_type"], base["op_type"]),
+            "order": _cell(n, str(n)),
+            "weights": db(w, "w"),
+            "propagated": db(p, "p"),
+            "isolated": db(i, "i"),
+            "cosine": _cell(act.get("cosine", math.nan), fmt_num(act.get("cosine", math.nan), 5)),
+            "rmse": _cell(rmse, fmt_num(rmse, 2), "bad" if rmse > rules.RMSE_OVER_STEP else ""),
+            "clipped": _cell(clipped, fmt_pct(clipped, 2), "bad" if clipped > rules.CLIPPED_FRACTION else ""),
+            "range": _cell(act.get("float_max", math.nan),
+                           f"{fmt_num(act.get('float_min', math.nan))} … {fmt_num(act.get('float_max', math.nan))}"),
+            "after": act.get("compared_after", ""),
+            "nonfinite": int(act.get("nonfinite_count", 0) or 0),
+        })
+    return rows
+
+
+def _findings(guidance: list[dict]) -> list[dict]:
+    out = []
+    for f in guidance:
+        out.append({
+            "rank": int(f["rank"]),
+            "code": f["code"],
+            "severity": f["severity"],
+            "layer_fqn": f["layer_fqn"],
+            "view": f["view"],
+            "value": fmt_db(f["value_db"]),
+            "median": fmt_db(f["median_db"]),
+            "threshold": "" if math.isnan(f["threshold"]) else f"{f['threshold']:g} dB below the median",
+            "origin": f["origin"],
+            "evidence": f["evidence"],
+            "change_toml": f["change_toml"],
+            "change_python": f["change_python"],
+        })
+    return out
+
+
+def _histograms(iso: list[dict]) -> list[dict]:
+    ranked = sorted((r for r in iso if math.isfinite(r["sqnr_db"]) and len(r["hist_float"])),
+                    key=lambda r: (r["sqnr_db"], r["order"]))[:HISTOGRAM_LAYERS]
+    return [{
+        "fqn": r["layer_fqn"],
+        "sqnr": fmt_db(r["sqnr_db"]),
+        "clipped": fmt_pct(r["clipped_fraction"], 2),
+        "svg": charts.histogram_chart(f"hist-{k}", r["hist_lo"], r["hist_hi"], list(r["hist_float"]),
+                                      list(r["hist_quant"]), r["qrange_lo"], r["qrange_hi"]),
+    } for k, r in enumerate(ranked)]
+
+
+def _verdict(model: list[dict], findings: list[dict], iso, prop) -> dict:
+    m = model[0] if model else {}
+    bad = sorted({f["layer_fqn"] for f in findings if f["severity"] in ("high", "medium") and f["layer_fqn"]})
+    worst = next((f for f in findings if f["layer_fqn"]), None)
+    agreement = m.get("top1_agreement", math.nan)
+    sqnr = m.get("output_sqnr_db", math.nan)
+    level = "bad" if (math.isfinite(sqnr) and sqnr < 15) or (agreement == agreement and agreement < 0.9) else \
+        "warn" if bad else "good"
+    return {
+        "level": level,
+        "output_sqnr": fmt_db(sqnr),
+        "top1": fmt_pct(agreement),
+        "samples": int(m.get("samples", 0) or 0),
+        "bad_count": len(bad),
+        "layer_count": len(iso) or len(prop),
+        "worst": worst,
+    }
+
+
+def build_view(reader: RunReader) -> dict:
+    """Everything the report template needs, from a validated run folder."""
+    man = reader.manifest
+    weights = _records(reader.table("weights"))
+    prop = _records(reader.table("activations"))
+    iso = _records(reader.table("shadow"))
+    model = _records(reader.table("model"))
+    coverage = _records(reader.table("coverage"))
+    findings = _findings(_records(reader.table("guidance")))
+    rows = layer_rows(weights, prop, iso)
+
+    charts_view = {}
+    if weights:
+        med = _median(r["sqnr_db"] for r in weights)
+        charts_view["weights"] = charts.weights_chart([r["layer_fqn"] for r in weights], [r["sqnr_db"] for r in weights],
+                                                      _bad([r["sqnr_db"] for r in weights], med))
+    if prop or iso:
+        by_iso = {r["layer"]: r["sqnr_db"] for r in iso}
+        by_prop = {r["layer"]: r["sqnr_db"] for r in prop}
+        order = [r["layer"] for r in (prop or iso)]
+        labels = [(r["layer_fqn"]) for r in (prop or iso)]
+        iso_values = [by_iso.get(k, math.nan) for k in order]
+        charts_view["activations"] = charts.activations_chart(
+            labels, [by_prop.get(k, math.nan) for k in order], iso_values, _bad(iso_values, _median(iso_values)))
+
+    stages = [{"name": name, **reader.stage_status(name)} for name in ("weights", "activations", "shadow", "model",
+                                                                      "coverage", "guidance")]
+    cov_counts = {}
+    for r in coverage:
+        cov_counts[r["status"]] = cov_counts.get(r["status"], 0) + 1
+    return {
+        "title": f"qreport · {man['model']['name']}",
+        "manifest": man,
+        "overrides": man["config"].get("overrides", []),
+        "verdict": _verdict(model, findings, iso, prop),
+        "model": model[0] if model else None,
+        "findings": findings,
+        "thresholds": {"gap_medium": rules.GAP_MEDIUM_DB, "gap_high": rules.GAP_HIGH_DB,
+                       "clipped": fmt_pct(rules.CLIPPED_FRACTION, 0), "rmse": rules.RMSE_OVER_STEP},
+        "charts": charts_view,
+        "histograms": _histograms(iso),
+        "rows": rows,
+        "coverage": coverage,
+        "coverage_counts": sorted(cov_counts.items()),
+        "stages": stages,
+        "failed_stages": [s for s in stages if s.get("status") != "ok"],
+    }

@@ -1,0 +1,60 @@
+"""The Jinja environment and ``render_run``: a run folder in, ``report.html`` out."""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+
+from qreport.render.context import build_view
+from qreport.store import RunReader, write_text_atomic
+
+
+def templates_dir() -> Path:
+    """Where the templates live: inside the installed package, or the source tree's top-level templates/."""
+    try:
+        path = Path(str(importlib.resources.files("qreport.templates")))
+        if (path / "report.html.j2").is_file():
+            return path
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parents[2] / "templates"
+
+
+def _tojson(value) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=True)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    """One cached environment: autoescape on, undefined names are errors, sorted JSON."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.policies["json.dumps_function"] = lambda v, **kw: _tojson(v)
+    # our own CSS/JS files, inlined verbatim so the report needs nothing else
+    env.globals["inline"] = lambda name: Markup((templates_dir() / name).read_text(encoding="utf-8"))
+    return env
+
+
+def render_html(view: dict) -> str:
+    """The report page for a view model."""
+    return environment().get_template("report.html.j2").render(**view)
+
+
+def render_run(run_dir: str | Path, in_progress: bool = False) -> Path:
+    """Render ``<run_dir>/report.html`` from the run's Parquet files and manifest."""
+    reader = RunReader(run_dir, in_progress=in_progress)
+    out = Path(run_dir) / "report.html"
+    write_text_atomic(out, render_html(build_view(reader)))
+    return out

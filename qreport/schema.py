@@ -1,0 +1,103 @@
+"""The versioned column schema of every stage's Parquet table (no torch here)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# Bump when a column is renamed, removed or changes meaning; readers refuse newer versions.
+SCHEMA_VERSION = 1
+
+STAGES = ("weights", "activations", "shadow", "model", "coverage", "guidance")
+
+_ACTIVATION_COLUMNS = [
+    ("layer", pa.string()),  # Numeric Suite layer name (the int8 FX node)
+    ("layer_fqn", pa.string()),  # module path, e.g. features.17.conv.0
+    ("op_type", pa.string()),
+    ("float_node", pa.string()),
+    ("order", pa.int32()),  # execution order in the quantized model
+    ("compared_after", pa.string()),  # activation applied to both sides before comparing, or ""
+    ("batches", pa.int32()),
+    ("numel", pa.int64()),
+    ("signal_energy", pa.float64()),
+    ("noise_energy", pa.float64()),
+    ("sqnr_db", pa.float64()),
+    ("mse", pa.float64()),
+    ("cosine", pa.float64()),
+    ("max_abs_err", pa.float64()),
+    ("float_min", pa.float64()),
+    ("float_max", pa.float64()),
+    ("quant_min", pa.float64()),
+    ("quant_max", pa.float64()),
+    ("scale", pa.float64()),
+    ("zero_point", pa.int32()),
+    ("qrange_lo", pa.float64()),  # float range the int8 tensor can represent
+    ("qrange_hi", pa.float64()),
+    ("rmse_over_step", pa.float64()),
+    ("clipped_fraction", pa.float64()),
+    ("nonfinite_count", pa.int64()),
+    ("hist_lo", pa.float64()),
+    ("hist_hi", pa.float64()),
+    ("hist_float", pa.list_(pa.int64())),  # underflow, 64 bins, overflow
+    ("hist_quant", pa.list_(pa.int64())),
+]
+
+COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
+    "weights": [
+        ("layer", pa.string()),
+        ("layer_fqn", pa.string()),
+        ("op_type", pa.string()),
+        ("order", pa.int32()),
+        ("weight_shape", pa.string()),
+        ("param_count", pa.int64()),
+        ("qscheme", pa.string()),
+        ("sqnr_db", pa.float64()),
+        ("worst_channel", pa.int32()),
+        ("worst_channel_sqnr_db", pa.float64()),
+        ("max_abs_err", pa.float64()),
+        ("float_min", pa.float64()),
+        ("float_max", pa.float64()),
+        ("rmse_over_step", pa.float64()),
+    ],
+    "activations": _ACTIVATION_COLUMNS,
+    "shadow": _ACTIVATION_COLUMNS,
+    "model": [
+        ("samples", pa.int64()),
+        ("batches", pa.int32()),
+        ("output_sqnr_db", pa.float64()),
+        ("top1_agreement", pa.float64()),
+        ("cosine", pa.float64()),
+        ("mse", pa.float64()),
+        ("max_abs_err", pa.float64()),
+        ("float_top1_classes", pa.int32()),  # distinct top-1 classes the float model predicted
+        ("nonfinite_count", pa.int64()),
+    ],
+    "coverage": [
+        ("layer_fqn", pa.string()),
+        ("op_type", pa.string()),
+        ("status", pa.string()),  # quantized | float | not matched
+        ("in_weights", pa.bool_()),
+        ("in_activations", pa.bool_()),
+        ("in_shadow", pa.bool_()),
+        ("note", pa.string()),
+    ],
+    "guidance": [
+        ("rank", pa.int32()),
+        ("code", pa.string()),
+        ("severity", pa.string()),  # high | medium | info
+        ("layer", pa.string()),
+        ("layer_fqn", pa.string()),
+        ("view", pa.string()),  # which comparison showed it
+        ("value_db", pa.float64()),
+        ("median_db", pa.float64()),
+        ("threshold", pa.float64()),
+        ("origin", pa.string()),  # originates | inherited | n/a
+        ("evidence", pa.string()),
+        ("change_toml", pa.string()),
+        ("change_python", pa.string()),
+    ],
+}
+
+
+def arrow_schema(stage: str) -> pa.Schema:
+    """The pyarrow schema declared for ``stage``, tagged with the schema version."""
+    return pa.schema(COLUMNS[stage], metadata={b"qreport.schema_version": str(SCHEMA_VERSION).encode()})

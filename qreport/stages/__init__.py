@@ -1,0 +1,12 @@
+"""Comparison stages, run in this order; each returns one table for ``<run>/<stage>.parquet``."""
+
+from qreport.stages import activations, coverage, guidance, model, shadow, weights
+
+ORDER = (
+    ("weights", weights.run),
+    ("activations", activations.run),
+    ("shadow", shadow.run),
+    ("model", model.run),
+    ("coverage", coverage.run),
+    ("guidance", guidance.run),
+)

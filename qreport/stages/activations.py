@@ -1,0 +1,59 @@
+"""Stage 2: propagated activation error (``add_loggers``): float and int8 models run side by side."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from qreport.flows.fx import FLOAT_NAME, QUANT_NAME, make_streaming_logger, short_type
+from qreport.streaming import LayerPairing
+
+
+def pairing_rows(ctx, pairing: LayerPairing) -> list[dict]:
+    """Table rows from a finished pairing, in execution order; layers never compared go to coverage."""
+    rows = []
+    for order, key in enumerate(pairing.order):
+        info = pairing.info[key]
+        stats = pairing.stats[key]
+        layer = info.get("layer", key)
+        if stats.batches == 0:
+            continue
+        after = ctx.compare_after.get(info.get("quant_node", ""))
+        rows.append(
+            {
+                "layer": layer,
+                "layer_fqn": ctx.layer_fqn(layer),
+                "op_type": short_type(info.get("op_type", "")),
+                "float_node": info.get("float_node", ""),
+                "order": order,
+                "compared_after": after[0] if after else "",
+                **stats.row(),
+            }
+        )
+    return rows
+
+
+def new_pairing(ctx) -> LayerPairing:
+    """A pairing that compares conv-like outputs after the clamp activation they feed."""
+    return LayerPairing(FLOAT_NAME, QUANT_NAME, {name: act for name, (_, act) in ctx.compare_after.items()})
+
+
+def uncompared(ctx, pairing: LayerPairing) -> list[dict]:
+    """Layers the pairing saw but could not compare, with the reason."""
+    out = []
+    for key, reason in sorted(pairing.unsupported.items()):
+        layer = pairing.info.get(key, {}).get("layer", key)
+        out.append({"layer": layer, "layer_fqn": ctx.layer_fqn(layer), "reason": reason})
+    return out
+
+
+def run(ctx) -> pd.DataFrame:
+    """Stream every evaluation batch through both logged models; keep only running statistics."""
+    pairing = new_pairing(ctx)
+    float_logged, quant_logged = ctx.flow.logged_models(ctx.loaded.module, ctx.prepared, make_streaming_logger(pairing))
+    with torch.no_grad():
+        for x in ctx.batches(ctx.data.evaluation, "activations"):
+            float_logged(x)
+            quant_logged(x)
+    ctx.uncompared["activations"] = uncompared(ctx, pairing)
+    return pd.DataFrame(pairing_rows(ctx, pairing))

@@ -1,0 +1,75 @@
+"""Stage 5: coverage: every layer, whether it was quantized, and which stages compared it."""
+
+from __future__ import annotations
+
+import pandas as pd
+from torch import nn
+
+_QUANTIZED_PACKAGES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.ao.nn.quantized.dynamic")
+
+
+def _status(q_module) -> str:
+    if q_module is None or isinstance(q_module, nn.Identity):
+        return "fused"
+    return "quantized" if type(q_module).__module__.startswith(_QUANTIZED_PACKAGES) else "float"
+
+
+def _kept_float_by(fqn: str, overrides) -> str | None:
+    for o in overrides:
+        if o.preset == "float" and (fqn == o.module or fqn.startswith(o.module + ".")):
+            return o.module
+    return None
+
+
+def _fqns(ctx, stage: str) -> set[str]:
+    df = ctx.tables.get(stage)
+    return set(df["layer_fqn"]) if df is not None and len(df) else set()
+
+
+def _reason(ctx, stage: str, fqn: str, op_type: str) -> str:
+    for item in ctx.uncompared.get(stage, []):
+        if item.get("layer_fqn") == fqn or (not item.get("layer_fqn") and item.get("op_type", "").endswith(op_type.split(".")[-1])):
+            return item["reason"]
+    return ""
+
+
+def run(ctx) -> pd.DataFrame:
+    """One row per module with parameters and per compared function op; nothing is dropped."""
+    q_modules = dict(ctx.quantized.named_modules())
+    in_stage = {stage: _fqns(ctx, stage) for stage in ("weights", "activations", "shadow")}
+    rows = []
+    seen = set()
+    for fqn, module in ctx.loaded.module.named_modules():
+        if not fqn or list(module.children()) or not any(True for _ in module.parameters(recurse=False)):
+            continue
+        status = _status(q_modules.get(fqn))
+        rows.append({"layer_fqn": fqn, "op_type": type(module).__name__, "status": status})
+        seen.add(fqn)
+    for stage in ("activations", "shadow"):
+        df = ctx.tables.get(stage)
+        if df is None:
+            continue
+        for fqn, op_type in zip(df["layer_fqn"], df["op_type"]):
+            if fqn not in seen:
+                seen.add(fqn)
+                rows.append({"layer_fqn": fqn, "op_type": op_type, "status": "quantized" if op_type.startswith("quantized.") else "float"})
+    for row in rows:
+        fqn = row["layer_fqn"]
+        notes = []
+        if row["status"] == "fused":
+            notes.append("folded into the preceding op by fusion")
+        elif row["status"] == "float":
+            by = _kept_float_by(fqn, ctx.config.overrides)
+            notes.append(f"kept float by qconfig ({by})" if by else "no quantized kernel for this op; runs in float")
+        for stage in ("weights", "activations", "shadow"):
+            row[f"in_{stage}"] = fqn in in_stage[stage]
+        if row["status"] != "fused":
+            for stage in ("activations", "shadow"):
+                if not row[f"in_{stage}"]:
+                    status = ctx.stage_status.get(stage, "ok")
+                    why = _reason(ctx, stage, fqn, row["op_type"]) or (
+                        f"{stage} stage failed" if status != "ok" else "not matched between float and int8 graphs"
+                    )
+                    notes.append(f"not in {stage}: {why}")
+        row["note"] = "; ".join(notes)
+    return pd.DataFrame(rows)

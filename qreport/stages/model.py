@@ -1,0 +1,52 @@
+"""Stage 4: model-level agreement: output SQNR and top-1 agreement (no labels needed)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from qreport.streaming import LayerStats
+
+
+def _first_tensor(out):
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out:
+        return _first_tensor(out[0])
+    if isinstance(out, dict) and out:
+        return _first_tensor(next(iter(out.values())))
+    raise TypeError(f"model output is a {type(out).__name__} without tensors")
+
+
+def run(ctx) -> pd.DataFrame:
+    """Run the plain float and int8 models on the evaluation batches."""
+    stats = LayerStats()
+    agree = samples = 0
+    classes: set[int] = set()
+    with torch.no_grad():
+        for x in ctx.batches(ctx.data.evaluation, "model"):
+            ref = _first_tensor(ctx.loaded.module(x)).float()
+            out = _first_tensor(ctx.quantized(x))
+            out = out.dequantize() if out.is_quantized else out.float()
+            stats.update(ref, out)
+            if ref.dim() >= 2:
+                top_ref, top_out = ref.argmax(dim=1), out.argmax(dim=1)
+                agree += int((top_ref == top_out).sum())
+                samples += int(top_ref.numel())
+                classes.update(int(c) for c in top_ref.unique())
+    row = stats.row()
+    return pd.DataFrame(
+        [
+            {
+                "samples": samples,
+                "batches": stats.batches,
+                "output_sqnr_db": row["sqnr_db"],
+                "top1_agreement": agree / samples if samples else float("nan"),
+                "cosine": row["cosine"],
+                "mse": row["mse"],
+                "max_abs_err": row["max_abs_err"],
+                "float_top1_classes": len(classes),
+                "nonfinite_count": row["nonfinite_count"],
+            }
+        ]
+    )

@@ -1,0 +1,23 @@
+"""Stage 3: isolated activation error (``add_shadow_loggers``): each int8 op against a float shadow."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from qreport.flows.fx import make_streaming_logger
+from qreport.stages.activations import new_pairing, pairing_rows, uncompared
+
+
+def run(ctx) -> pd.DataFrame:
+    """Each float shadow is fed the int8 model's own input, so a row shows the error that op adds."""
+    pairing = new_pairing(ctx)
+    model, skipped = ctx.flow.shadow_model(ctx.loaded.module, ctx.prepared, make_streaming_logger(pairing))
+    with torch.no_grad():
+        for x in ctx.batches(ctx.data.evaluation, "shadow"):
+            model(x)
+    ctx.uncompared["shadow"] = uncompared(ctx, pairing) + [
+        {"layer": "", "layer_fqn": "", "op_type": s["op_type"], "reason": f"Numeric Suite skipped it: {s['reason']}"}
+        for s in skipped
+    ]
+    return pd.DataFrame(pairing_rows(ctx, pairing))

@@ -1,0 +1,172 @@
+"""Run directories: atomic Parquet/JSON/text writes, the manifest, and validated reads (no torch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from qreport.errors import OutputError, RunDirError
+from qreport.schema import SCHEMA_VERSION, arrow_schema
+
+MANIFEST = "manifest.json"
+PARTIAL_PREFIX = ".qreport-partial-"
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary sibling and rename it over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path} ({exc.strerror or exc}); free disk space or choose another --out") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Atomic UTF-8 text write."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def json_text(obj) -> str:
+    """Stable JSON: sorted keys, two-space indent, NaN/inf as strings."""
+    return json.dumps(_finite(obj), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _finite(obj):
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def table_bytes(stage: str, df: pd.DataFrame) -> bytes:
+    """Encode ``df`` as Parquet with the stage's declared schema (columns in declared order)."""
+    schema = arrow_schema(stage)
+    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+class RunWriter:
+    """Builds a run in a hidden sibling folder and moves it into place only when complete.
+
+    A run that is interrupted leaves the previous run (if any) untouched and a folder whose name
+    starts with ``.qreport-partial-``, which ``render`` refuses.
+    """
+
+    def __init__(self, out: str | Path, force: bool = False):
+        self.out = Path(out)
+        check_out_dir(self.out, force)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.tmp = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX + self.out.name + "-", dir=self.out.parent))
+        except OSError as exc:
+            raise OutputError(f"cannot create a folder in {self.out.parent} ({exc.strerror}); choose another --out") from None
+
+    def write_table(self, stage: str, df: pd.DataFrame) -> None:
+        """Write ``<stage>.parquet``."""
+        write_bytes_atomic(self.tmp / f"{stage}.parquet", table_bytes(stage, df))
+
+    def write_json(self, name: str, obj) -> None:
+        """Write a JSON file into the run."""
+        write_text_atomic(self.tmp / name, json_text(obj))
+
+    def write_text(self, name: str, text: str) -> None:
+        """Write a text file into the run."""
+        write_text_atomic(self.tmp / name, text)
+
+    def commit(self) -> Path:
+        """Move the finished run into place, replacing a previous run (``--force``) only now."""
+        old = None
+        if self.out.exists():
+            old = self.out.with_name(f"{PARTIAL_PREFIX}{self.out.name}-old-{os.getpid()}")
+            os.replace(self.out, old)
+        os.replace(self.tmp, self.out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.out
+
+    def abort(self) -> None:
+        """Remove the partial run."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    """Refuse an existing output folder unless ``--force`` and it holds a previous qreport run."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputError(f"{out} exists and is not a folder; choose another --out")
+    if not force:
+        raise OutputError(f"{out} already exists; pass --force to replace it or choose another --out")
+    if any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise OutputError(f"{out} is not a qreport run folder; --force only replaces a previous run, choose another --out")
+
+
+class RunReader:
+    """A complete run directory, validated before anything is rendered from it."""
+
+    def __init__(self, path: str | Path, in_progress: bool = False):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise RunDirError(f"run folder {path} does not exist; pass the --out folder of a qreport build")
+        if self.path.name.startswith(PARTIAL_PREFIX) and not in_progress:
+            raise RunDirError(f"{path} is an incomplete run (the build was interrupted); run qreport build again")
+        manifest_path = self.path / MANIFEST
+        if not manifest_path.is_file():
+            raise RunDirError(f"{path} has no {MANIFEST}; it is not a finished qreport run, build it again")
+        try:
+            self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise RunDirError(f"{manifest_path} is corrupt (not JSON); build the run again") from None
+        if not isinstance(self.manifest, dict):
+            raise RunDirError(f"{manifest_path} is corrupt (not a JSON object); build the run again")
+        version = self.manifest.get("schema_version")
+        if not isinstance(version, int):
+            raise RunDirError(f"{manifest_path} has no schema_version; build the run again")
+        if version > SCHEMA_VERSION:
+            raise RunDirError(
+                f"{path} uses schema version {version}, newer than this qreport's {SCHEMA_VERSION}; upgrade qreport"
+            )
+        if not self.manifest.get("complete"):
+            raise RunDirError(f"{path} is an incomplete run; run qreport build again")
+
+    def stage_status(self, stage: str) -> dict:
+        """The manifest's record for ``stage`` (status, seconds, error)."""
+        return self.manifest.get("stages", {}).get(stage, {"status": "missing"})
+
+    def table(self, stage: str) -> pd.DataFrame | None:
+        """The stage's table, or None if the stage did not produce one (the manifest says why)."""
+        if self.stage_status(stage).get("status") != "ok":
+            return None
+        path = self.path / f"{stage}.parquet"
+        if not path.is_file():
+            raise RunDirError(f"{path} is missing although the manifest lists it; build the run again")
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise RunDirError(f"{path} is corrupt ({exc.__class__.__name__}); build the run again") from None
+        expected = arrow_schema(stage)
+        missing = [n for n in expected.names if n not in table.schema.names]
+        if missing:
+            raise RunDirError(f"{path} lacks column {missing[0]!r}; it was written by another qreport, build again")
+        return table.select(expected.names).to_pandas()

@@ -1,0 +1,188 @@
+"""Per-layer running statistics of float-vs-quantized tensors; memory does not grow with batches."""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Callable
+
+import torch
+
+from qreport.metrics import cosine, sqnr_db
+
+HIST_BINS = 64
+
+
+def _quant_range(q: torch.Tensor) -> tuple[float, float, float, int]:
+    """Scale, zero point and the float range a per-tensor quantized tensor can represent."""
+    scale = float(q.q_scale())
+    zero_point = int(q.q_zero_point())
+    info = torch.iinfo(q.int_repr().dtype)
+    return scale, zero_point, scale * (info.min - zero_point), scale * (info.max - zero_point)
+
+
+class LayerStats:
+    """Folds (float, quantized) tensor pairs of one layer into pooled sums and fixed-bin histograms."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.numel = 0
+        self.signal = 0.0  # sum of float^2
+        self.noise = 0.0  # sum of (float - quant)^2
+        self.dot = 0.0  # sum of float * quant
+        self.quant_sq = 0.0  # sum of quant^2
+        self.max_abs_err = 0.0
+        self.float_min = math.inf
+        self.float_max = -math.inf
+        self.quant_min = math.inf
+        self.quant_max = -math.inf
+        self.scale = math.nan
+        self.zero_point = 0
+        self.range_lo = math.nan  # float range the quantized dtype can represent
+        self.range_hi = math.nan
+        self.clipped = 0
+        self.nonfinite = 0
+        self.hist_lo = math.nan
+        self.hist_hi = math.nan
+        self.hist_float: torch.Tensor | None = None  # HIST_BINS + 2 counts: underflow, bins, overflow
+        self.hist_quant: torch.Tensor | None = None
+
+    def update(self, reference: torch.Tensor, quantized: torch.Tensor, transform: Callable | None = None) -> None:
+        """Fold one batch: ``reference`` is the float model's tensor, ``quantized`` the int8 model's.
+
+        ``transform`` (an activation) is applied to both sides after dequantizing, before comparing.
+        """
+        if quantized.is_quantized:
+            if quantized.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+                self.scale, self.zero_point, self.range_lo, self.range_hi = _quant_range(quantized)
+            quantized = quantized.dequantize()
+        if reference.is_quantized:
+            reference = reference.dequantize()
+        if transform is not None:
+            reference, quantized = transform(reference), transform(quantized)
+        f = reference.detach().reshape(-1).double()
+        q = quantized.detach().reshape(-1).double()
+        if f.numel() != q.numel():
+            raise ValueError(f"shape mismatch: float {tuple(reference.shape)} vs quantized {tuple(quantized.shape)}")
+        finite = torch.isfinite(f) & torch.isfinite(q)
+        n_bad = int(finite.numel() - finite.sum())
+        if n_bad:
+            self.nonfinite += n_bad
+            f, q = f[finite], q[finite]
+        self.batches += 1
+        self.numel += int(f.numel())
+        if f.numel() == 0:
+            return
+        err = f - q
+        self.signal += float(torch.dot(f, f))
+        self.noise += float(torch.dot(err, err))
+        self.dot += float(torch.dot(f, q))
+        self.quant_sq += float(torch.dot(q, q))
+        self.max_abs_err = max(self.max_abs_err, float(err.abs().max()))
+        self.float_min = min(self.float_min, float(f.min()))
+        self.float_max = max(self.float_max, float(f.max()))
+        self.quant_min = min(self.quant_min, float(q.min()))
+        self.quant_max = max(self.quant_max, float(q.max()))
+        if not math.isnan(self.range_lo):
+            self.clipped += int(((f < self.range_lo) | (f > self.range_hi)).sum())
+        self._update_histograms(f, q)
+
+    def _update_histograms(self, f: torch.Tensor, q: torch.Tensor) -> None:
+        if self.hist_float is None:
+            lo = min(float(f.min()), float(q.min()))
+            hi = max(float(f.max()), float(q.max()))
+            if not math.isnan(self.range_lo):
+                lo, hi = min(lo, self.range_lo), max(hi, self.range_hi)
+            pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.05
+            self.hist_lo, self.hist_hi = lo - pad, hi + pad
+            self.hist_float = torch.zeros(HIST_BINS + 2, dtype=torch.int64)
+            self.hist_quant = torch.zeros(HIST_BINS + 2, dtype=torch.int64)
+        for values, hist in ((f, self.hist_float), (q, self.hist_quant)):
+            hist[0] += int((values < self.hist_lo).sum())
+            hist[-1] += int((values > self.hist_hi).sum())
+            hist[1:-1] += torch.histc(values, bins=HIST_BINS, min=self.hist_lo, max=self.hist_hi).to(torch.int64)
+
+    def row(self) -> dict:
+        """The pooled statistics as one table row (column names carry their units)."""
+        n = self.numel
+        mse = self.noise / n if n else math.nan
+        hist_f = [int(v) for v in self.hist_float] if self.hist_float is not None else []
+        hist_q = [int(v) for v in self.hist_quant] if self.hist_quant is not None else []
+        return {
+            "batches": self.batches,
+            "numel": n,
+            "signal_energy": self.signal,
+            "noise_energy": self.noise,
+            "sqnr_db": sqnr_db(self.signal, self.noise) if n else math.nan,
+            "mse": mse,
+            "cosine": cosine(self.dot, self.signal, self.quant_sq),
+            "max_abs_err": self.max_abs_err if n else math.nan,
+            "float_min": self.float_min if n else math.nan,
+            "float_max": self.float_max if n else math.nan,
+            "quant_min": self.quant_min if n else math.nan,
+            "quant_max": self.quant_max if n else math.nan,
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+            "qrange_lo": self.range_lo,
+            "qrange_hi": self.range_hi,
+            "rmse_over_step": math.sqrt(mse) / self.scale if n and self.scale > 0 else math.nan,
+            "clipped_fraction": self.clipped / n if n and not math.isnan(self.range_lo) else math.nan,
+            "nonfinite_count": self.nonfinite,
+            "hist_lo": self.hist_lo,
+            "hist_hi": self.hist_hi,
+            "hist_float": hist_f,
+            "hist_quant": hist_q,
+        }
+
+
+class LayerPairing:
+    """Pairs float and quantized logger calls by their Numeric Suite ``ref_name`` and folds each pair.
+
+    A tensor waits (one batch at most) until its counterpart arrives, then both are dropped.
+    """
+
+    def __init__(self, float_name: str, quant_name: str, compare_after: dict[str, Callable] | None = None):
+        self.float_name = float_name
+        self.quant_name = quant_name
+        # quantized node name -> activation applied to both sides before comparing
+        self.compare_after = compare_after or {}
+        self.stats: dict[str, LayerStats] = {}
+        self.info: dict[str, dict] = {}
+        self.order: list[str] = []
+        self.unsupported: dict[str, str] = {}
+        self._waiting: dict[tuple[str, str], collections.deque] = collections.defaultdict(collections.deque)
+
+    def offer(self, logger, x) -> None:
+        """Take one logged value; fold it with its counterpart once both sides have arrived."""
+        side = logger.model_name
+        key = logger.ref_name
+        info = self.info.setdefault(key, {})
+        if side == self.quant_name:
+            if key not in self.stats:
+                self.order.append(key)
+                self.stats[key] = LayerStats()
+            info.update(layer=logger.ref_node_name, op_type=logger.ref_node_target_type, quant_node=logger.prev_node_name)
+        else:
+            info.update(float_node=logger.prev_node_name)
+        if not isinstance(x, torch.Tensor):
+            self.unsupported[key] = f"output is a {type(x).__name__}, not a tensor"
+            return
+        other = self.float_name if side == self.quant_name else self.quant_name
+        if self._waiting[(key, other)]:
+            theirs = self._waiting[(key, other)].popleft()
+            ref, quant = (theirs, x) if side == self.quant_name else (x, theirs)
+            self._fold(key, ref, quant)
+        else:
+            # clone: an in-place op downstream (ReLU(inplace=True)) must not change what was logged
+            self._waiting[(key, side)].append(x.detach().clone())
+
+    def _fold(self, key: str, ref: torch.Tensor, quant: torch.Tensor) -> None:
+        act = self.compare_after.get(self.info[key].get("quant_node", ""))
+        try:
+            self.stats[key].update(ref, quant, transform=act)
+        except ValueError as exc:
+            self.unsupported[key] = str(exc)
+
+    def pending(self) -> int:
+        """How many logged tensors never met their counterpart (should be zero after a run)."""
+        return sum(len(d) for d in self._waiting.values())
