@@ -14,9 +14,10 @@ GAP_HIGH_DB = 10.0  # this far below: likely a real accuracy cost
 CLIPPED_FRACTION = 0.01  # more than 1 % of float values outside the int8 range
 RMSE_OVER_STEP = 0.7  # well above 1/sqrt(12) ≈ 0.289: the error is not just rounding
 WORST_LAYERS = 3  # isolated-view layers always listed, even below the thresholds
+PER_TENSOR_GAP_DB = 3.0  # a per-tensor layer this far below the per-channel layers' median: per-channel unused
 
 # Every code has one explanation partial: templates/partials/finding_<code>.html.j2
-CODES = ("random_weights", "weight_outlier", "error_origin", "inherited_error")
+CODES = ("random_weights", "weight_outlier", "per_tensor_weights", "error_origin", "inherited_error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +75,39 @@ def _by_layer(df: pd.DataFrame | None) -> dict[str, dict]:
     return {r["layer"]: r for r in df.to_dict("records")}
 
 
+def _weight_findings(weights: pd.DataFrame) -> list[Finding]:
+    """Weight outliers, and per-tensor layers that per-channel scales (which the backend supports) would help."""
+    out = []
+    median = _median(weights["sqnr_db"])
+    per_channel = weights[~weights["qscheme"].str.startswith("per_tensor")]
+    median_pc = _median(per_channel["sqnr_db"]) if len(per_channel) else math.nan
+    median_pc_channel = _median(per_channel["worst_channel_sqnr_db"]) if len(per_channel) else math.nan
+    for r in weights.sort_values(["sqnr_db", "order"]).to_dict("records"):
+        per_tensor = r["qscheme"].startswith("per_tensor")
+        gap = median - r["sqnr_db"]
+        # one wide channel barely moves the layer's SQNR but crushes the others: look at the worst channel too
+        gap_pc = max(median_pc - r["sqnr_db"], median_pc_channel - r["worst_channel_sqnr_db"])
+        channel = f"worst output channel {r['worst_channel']} at {_db(r['worst_channel_sqnr_db'])}"
+        if per_tensor and gap_pc >= PER_TENSOR_GAP_DB:
+            toml, python = change_lines(r["layer_fqn"], "per_channel")
+            out.append(Finding(
+                "per_tensor_weights", "high" if gap_pc >= GAP_HIGH_DB else "medium", r["layer"], r["layer_fqn"],
+                "weights", r["sqnr_db"], median_pc, PER_TENSOR_GAP_DB, "originates",
+                f"weights quantized per tensor: SQNR {_db(r['sqnr_db'])} and {channel}, against medians of "
+                f"{_db(median_pc)} and {_db(median_pc_channel)} (worst channel) in the per-channel layers.",
+                toml, python))
+        elif gap >= GAP_MEDIUM_DB:
+            toml, python = change_lines(r["layer_fqn"], "per_channel" if per_tensor else "float")
+            why = "per-channel scales fit each output channel" if per_tensor else \
+                "the weights are already per-channel, so keep the layer in float"
+            out.append(Finding(
+                "weight_outlier", _severity(gap), r["layer"], r["layer_fqn"], "weights", r["sqnr_db"], median,
+                GAP_MEDIUM_DB, "originates",
+                f"weight SQNR {_db(r['sqnr_db'])}, {gap:.1f} dB below the median {_db(median)}; {channel}; {why}.",
+                toml, python))
+    return out
+
+
 def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True) -> list[Finding]:
     """All findings, most severe and lowest SQNR first."""
     out: list[Finding] = []
@@ -83,24 +117,9 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True) -> l
     iso = _by_layer(iso_df)
     if not weights_trained:
         out.append(Finding("random_weights", "high", "", "", "model", math.nan, math.nan, math.nan, "n/a",
-                           "No pretrained weights or checkpoint were loaded.", "", ""))
+                           "Weights: random initialisation.", "", ""))
     if weights is not None and len(weights):
-        median = _median(weights["sqnr_db"])
-        for r in weights.sort_values(["sqnr_db", "order"]).to_dict("records"):
-            gap = median - r["sqnr_db"]
-            if not gap >= GAP_MEDIUM_DB:
-                continue
-            per_tensor = r["qscheme"].startswith("per_tensor")
-            preset = "per_channel" if per_tensor else "float"
-            toml, python = change_lines(r["layer_fqn"], preset)
-            why = "weights are quantized per tensor; per-channel scales fit each output channel" if per_tensor else \
-                "weights are already per-channel; keep the layer in float"
-            out.append(Finding(
-                "weight_outlier", _severity(gap), r["layer"], r["layer_fqn"], "weights", r["sqnr_db"], median,
-                GAP_MEDIUM_DB, "originates",
-                f"weight SQNR {_db(r['sqnr_db'])}, {gap:.1f} dB below the median {_db(median)}; worst output channel "
-                f"{r['worst_channel']} at {_db(r['worst_channel_sqnr_db'])}; {why}.",
-                toml, python))
+        out.extend(_weight_findings(weights))
     if iso:
         median = _median(iso_df["sqnr_db"])
         ranked = iso_df.sort_values(["sqnr_db", "order"]).to_dict("records")
@@ -112,7 +131,8 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True) -> l
             clipped = r["clipped_fraction"]
             preset = "histogram" if clipped > CLIPPED_FRACTION else "float"
             toml, python = change_lines(r["layer_fqn"], preset)
-            evidence = [f"isolated SQNR {_db(r['sqnr_db'])} vs median {_db(median)} ({gap:+.1f} dB below)"]
+            relation = f"{gap:.1f} dB below" if gap >= 0 else f"{-gap:.1f} dB above"
+            evidence = [f"isolated SQNR {_db(r['sqnr_db'])}, {relation} the median {_db(median)}"]
             if p is not None:
                 evidence.append(f"propagated SQNR {_db(p['sqnr_db'])}")
             if r["rmse_over_step"] > RMSE_OVER_STEP:
@@ -127,22 +147,22 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True) -> l
     if prop:
         prop_df = tables["activations"]
         median = _median(prop_df["sqnr_db"])
-        origins = {f.layer for f in out if f.code == "error_origin" and f.severity != "info"}
+        origins = {f.layer for f in out if f.code == "error_origin"}
         for r in prop_df.sort_values(["sqnr_db", "order"]).to_dict("records"):
             gap = median - r["sqnr_db"]
             if not gap >= GAP_MEDIUM_DB or r["layer"] in origins:
                 continue
             i = iso.get(r["layer"])
-            if i is not None and median - i["sqnr_db"] >= GAP_MEDIUM_DB:
-                continue
-            upstream = [f.layer_fqn for f in out if f.code == "error_origin" and f.layer in prop
-                        and prop[f.layer]["order"] < r["order"]]
-            where = f"look upstream at {upstream[0]}" if upstream else "look at the layers before it"
-            iso_text = f"isolated only {_db(i['sqnr_db'])}" if i is not None else "no isolated view"
+            upstream = [f.layer_fqn for f in out if f.code == "error_origin" and f.severity != "info"
+                        and f.layer in prop and prop[f.layer]["order"] < r["order"]]
+            iso_text = f"isolated {_db(i['sqnr_db'])}, so this op adds little itself" if i is not None else \
+                "no isolated view for this op"
+            where = f"start with {upstream[0]}, where error originates" if upstream else \
+                "no single upstream op stands out in the isolated view: error builds up over many layers"
             out.append(Finding(
                 "inherited_error", "info", r["layer"], r["layer_fqn"], "propagated", r["sqnr_db"], median,
                 GAP_MEDIUM_DB, "inherited",
-                f"propagated SQNR {_db(r['sqnr_db'])} ({gap:.1f} dB below the median) but {iso_text}; {where}.",
+                f"propagated SQNR {_db(r['sqnr_db'])}, {gap:.1f} dB below the median; {iso_text}; {where}.",
                 "", ""))
             break  # the worst one explains the pattern; the chart shows the rest
     rank = {"high": 0, "medium": 1, "info": 2}

@@ -60,47 +60,51 @@ class LayerStats:
             reference = reference.dequantize()
         if transform is not None:
             reference, quantized = transform(reference), transform(quantized)
-        f = reference.detach().reshape(-1).double()
-        q = quantized.detach().reshape(-1).double()
+        f = reference.detach().reshape(-1).float()
+        q = quantized.detach().reshape(-1).float()
         if f.numel() != q.numel():
             raise ValueError(f"shape mismatch: float {tuple(reference.shape)} vs quantized {tuple(quantized.shape)}")
-        finite = torch.isfinite(f) & torch.isfinite(q)
-        n_bad = int(finite.numel() - finite.sum())
-        if n_bad:
-            self.nonfinite += n_bad
-            f, q = f[finite], q[finite]
+        err = f - q
+        if not bool(torch.isfinite(err).all()):  # NaN/Inf on either side: count them, compare the rest
+            finite = torch.isfinite(f) & torch.isfinite(q)
+            self.nonfinite += int(finite.numel() - finite.sum())
+            f, q, err = f[finite], q[finite], err[finite]
         self.batches += 1
         self.numel += int(f.numel())
         if f.numel() == 0:
             return
-        err = f - q
+        # float32 elementwise work, float64 running totals (torch's sums are pairwise: accurate enough)
         self.signal += float(torch.dot(f, f))
         self.noise += float(torch.dot(err, err))
         self.dot += float(torch.dot(f, q))
         self.quant_sq += float(torch.dot(q, q))
         self.max_abs_err = max(self.max_abs_err, float(err.abs().max()))
-        self.float_min = min(self.float_min, float(f.min()))
-        self.float_max = max(self.float_max, float(f.max()))
-        self.quant_min = min(self.quant_min, float(q.min()))
-        self.quant_max = max(self.quant_max, float(q.max()))
-        if not math.isnan(self.range_lo):
+        f_min, f_max = (float(v) for v in torch.aminmax(f))
+        q_min, q_max = (float(v) for v in torch.aminmax(q))
+        self.float_min, self.float_max = min(self.float_min, f_min), max(self.float_max, f_max)
+        self.quant_min, self.quant_max = min(self.quant_min, q_min), max(self.quant_max, q_max)
+        if not math.isnan(self.range_lo) and (f_min < self.range_lo or f_max > self.range_hi):
             self.clipped += int(((f < self.range_lo) | (f > self.range_hi)).sum())
-        self._update_histograms(f, q)
-
-    def _update_histograms(self, f: torch.Tensor, q: torch.Tensor) -> None:
         if self.hist_float is None:
-            lo = min(float(f.min()), float(q.min()))
-            hi = max(float(f.max()), float(q.max()))
-            if not math.isnan(self.range_lo):
-                lo, hi = min(lo, self.range_lo), max(hi, self.range_hi)
-            pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.05
-            self.hist_lo, self.hist_hi = lo - pad, hi + pad
-            self.hist_float = torch.zeros(HIST_BINS + 2, dtype=torch.int64)
-            self.hist_quant = torch.zeros(HIST_BINS + 2, dtype=torch.int64)
-        for values, hist in ((f, self.hist_float), (q, self.hist_quant)):
-            hist[0] += int((values < self.hist_lo).sum())
-            hist[-1] += int((values > self.hist_hi).sum())
-            hist[1:-1] += torch.histc(values, bins=HIST_BINS, min=self.hist_lo, max=self.hist_hi).to(torch.int64)
+            self._start_histograms(min(f_min, q_min), max(f_max, q_max))
+        self.hist_float += self._histogram(f)
+        self.hist_quant += self._histogram(q)
+
+    def _start_histograms(self, lo: float, hi: float) -> None:
+        """Fix the bin edges from the first batch (and the int8 range); later outliers land in the end bins."""
+        if not math.isnan(self.range_lo):
+            lo, hi = min(lo, self.range_lo), max(hi, self.range_hi)
+        pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.05
+        self.hist_lo, self.hist_hi = lo - pad, hi + pad
+        self.hist_float = torch.zeros(HIST_BINS + 2, dtype=torch.int64)
+        self.hist_quant = torch.zeros(HIST_BINS + 2, dtype=torch.int64)
+
+    def _histogram(self, values: torch.Tensor) -> torch.Tensor:
+        """Counts in HIST_BINS bins plus an underflow and an overflow bin."""
+        width = (self.hist_hi - self.hist_lo) / HIST_BINS
+        lo, hi = self.hist_lo - width, self.hist_hi + width
+        clamped = values.clamp(lo + width / 2, hi - width / 2)
+        return torch.histc(clamped, bins=HIST_BINS + 2, min=lo, max=hi).to(torch.int64)
 
     def row(self) -> dict:
         """The pooled statistics as one table row (column names carry their units)."""

@@ -35,7 +35,7 @@ def _cell(value, text, cls: str = "") -> dict:
     return {"text": text, "sort": sort_key(value), "cls": cls}
 
 
-def layer_rows(weights, prop, iso) -> list[dict]:
+def layer_rows(weights, prop, iso, flagged_weights=frozenset()) -> list[dict]:
     """One table row per layer in execution order, joining the three views by Numeric Suite layer name."""
     w = {r["layer"]: r for r in weights}
     i = {r["layer"]: r for r in iso}
@@ -52,8 +52,8 @@ def layer_rows(weights, prop, iso) -> list[dict]:
 
         def db(src, key):
             v = src.get(layer, {}).get("sqnr_db", math.nan)
-            cls = "bad" if math.isfinite(medians[key]) and math.isfinite(v) and medians[key] - v >= rules.GAP_MEDIUM_DB else ""
-            return _cell(v, fmt_db(v), cls)
+            flagged = (key == "w" and layer in flagged_weights) or _bad([v], medians[key])[0]
+            return _cell(v, fmt_db(v), "bad" if flagged else "")
 
         rmse = act.get("rmse_over_step", math.nan)
         clipped = act.get("clipped_fraction", math.nan)
@@ -135,14 +135,15 @@ def build_view(reader: RunReader) -> dict:
     iso = _records(reader.table("shadow"))
     model = _records(reader.table("model"))
     coverage = _records(reader.table("coverage"))
-    findings = _findings(_records(reader.table("guidance")))
-    rows = layer_rows(weights, prop, iso)
+    guidance = _records(reader.table("guidance"))
+    findings = _findings(guidance)
+    flagged_weights = {f["layer"] for f in guidance if f["view"] == "weights" and f["severity"] in ("high", "medium")}
 
+    rows = layer_rows(weights, prop, iso, flagged_weights)
     charts_view = {}
     if weights:
-        med = _median(r["sqnr_db"] for r in weights)
         charts_view["weights"] = charts.weights_chart([r["layer_fqn"] for r in weights], [r["sqnr_db"] for r in weights],
-                                                      _bad([r["sqnr_db"] for r in weights], med))
+                                                      [r["layer"] in flagged_weights for r in weights])
     if prop or iso:
         by_iso = {r["layer"]: r["sqnr_db"] for r in iso}
         by_prop = {r["layer"]: r["sqnr_db"] for r in prop}

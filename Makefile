@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make report` builds the sample report, `make test` runs the suite.
+# Both create (or reuse) the virtual environment in .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.qreport-installed
+
+.PHONY: venv report test samples bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+report: $(STAMP)
+	$(VENV)/bin/qreport build --model mobilenet_v2 --out reports/mobilenet_v2 --force
+	@echo "open reports/mobilenet_v2/report.html"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+samples: $(STAMP)
+	SOURCE_DATE_EPOCH=1798761600 $(PY) bench/make_samples.py
+
+bench: $(STAMP)
+	$(PY) bench/bench.py
+
+clean:
+	rm -rf reports build dist *.egg-info .pytest_cache

@@ -1,0 +1,95 @@
+"""Facts about torch 2.14 that qreport builds on. If a torch upgrade changes one, these fail first."""
+
+import copy
+import warnings
+
+import pandas as pd
+import pytest
+import torch
+import torchvision
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+import torch.ao.ns._numeric_suite_fx as ns
+from torch.ao.ns.fx.utils import compute_sqnr
+
+from conftest import run_cli, tiny_args
+from qreport.cli import main
+import toy_models
+
+
+def _prepared(model, x):
+    p = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), (x,))
+    with torch.no_grad():
+        p(x)
+    return p
+
+
+def test_raw_shadow_loggers_misread_conv_before_inplace_relu6_and_qreport_does_not(tmp_path):
+    torch.backends.quantized.engine = "x86"
+    model = toy_models.relu6_cnn().eval()
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = _prepared(model, x)
+        shadow = ns.add_shadow_loggers("fp32", copy.deepcopy(model), "int8", convert_fx(copy.deepcopy(p)), ns.OutputLogger)
+        shadow(x)
+        raw = ns.extract_shadow_logger_info(shadow, ns.OutputLogger, "int8")
+    raw_db = {
+        k: float(compute_sqnr(v["node_output"]["fp32"][0]["values"][0], v["node_output"]["int8"][0]["values"][0].dequantize()))
+        for k, v in raw.items()
+    }
+    # The torch behaviour: the int8 conv already carries ReLU6's range, its float shadow does not.
+    assert raw_db["conv1"] < 10.0, raw_db
+
+    out = tmp_path / "run"
+    assert main(tiny_args(out, "relu6_cnn")) == 0
+    iso = pd.read_parquet(out / "shadow.parquet").set_index("layer_fqn")
+    assert iso.loc["conv1", "compared_after"] == "ReLU6"
+    assert iso.loc["conv1", "sqnr_db"] > 25.0
+    guidance = pd.read_parquet(out / "guidance.parquet")
+    assert not ((guidance.layer_fqn == "conv1") & guidance.severity.isin(["high", "medium"])).any()
+
+
+def test_prepare_fx_warns_deprecation_and_the_cli_hides_it(tmp_path):
+    model = toy_models.tiny_cnn().eval()
+    x = torch.randn(2, 3, 32, 32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), (x,))
+    assert any(issubclass(w.category, DeprecationWarning) and "deprecated" in str(w.message) for w in caught)
+
+    quiet = run_cli(*tiny_args(tmp_path / "a", "tiny_cnn")[:-1])
+    assert quiet.returncode == 0, quiet.stderr
+    assert "deprecated" not in quiet.stderr.lower()
+    loud = run_cli(*tiny_args(tmp_path / "b", "tiny_cnn")[:-1], "-v")
+    assert loud.returncode == 0, loud.stderr
+    assert "deprecated" in loud.stderr.lower()
+
+
+def test_shadow_loggers_print_skipped_adds_and_coverage_records_them(tiny_run):
+    coverage = pd.read_parquet(tiny_run / "coverage.parquet")
+    add = coverage[coverage.op_type == "quantized.add"]
+    assert len(add) == 1
+    assert not add.in_shadow.iloc[0] and add.in_activations.iloc[0]
+    assert "Numeric Suite skipped it" in add.note.iloc[0]
+
+
+def test_add_loggers_fails_on_a_prepared_resnet18_but_not_on_the_float_model():
+    torch.backends.quantized.engine = "x86"
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(2, 3, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = _prepared(model, x)
+        with pytest.raises(KeyError, match="layer1_0_conv1_1"):
+            ns.add_loggers("fp32", p, "int8", convert_fx(copy.deepcopy(p)), ns.OutputLogger)
+        # qreport passes the float model, which works
+        ns.add_loggers("fp32", copy.deepcopy(model), "int8", convert_fx(copy.deepcopy(p)), ns.OutputLogger)
+
+
+def test_quantizable_mobilenet_v2_has_no_relu6():
+    model = torchvision.models.quantization.mobilenet_v2(weights=None, quantize=False)
+    assert not any(isinstance(m, torch.nn.ReLU6) for m in model.modules())
+    assert any(isinstance(m, torch.nn.ReLU) for m in model.modules())
+

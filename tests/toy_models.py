@@ -1,0 +1,66 @@
+"""Tiny models for fast tests (32×32 inputs, a few layers). Each factory returns an nn.Module."""
+
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """conv-bn-relu6(in place) → conv-bn-relu → residual add → pool → linear."""
+
+    example_input_shape = (3, 32, 32)
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(inplace=True))
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.block(x)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def tiny_cnn():
+    torch.manual_seed(0)
+    return TinyCNN()
+
+
+class Relu6CNN(nn.Module):
+    """conv → ReLU6(in place), the pattern whose raw shadow comparison reads a few dB on a clean model."""
+
+    example_input_shape = (3, 32, 32)
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3)
+        self.act1 = nn.ReLU6(inplace=True)
+        self.conv2 = nn.Conv2d(16, 16, 3)
+        self.act2 = nn.ReLU6(inplace=True)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.act2(self.conv2(self.act1(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def relu6_cnn():
+    torch.manual_seed(0)
+    return Relu6CNN()
+
+
+def bad_channel_cnn():
+    """TinyCNN whose block conv has one output channel's weights scaled 200×."""
+    model = tiny_cnn()
+    with torch.no_grad():
+        model.block[0].weight[3] *= 200.0
+    return model
+
+
+def not_a_module():
+    return 42
+
+
+def raising_factory():
+    raise RuntimeError("the factory is broken")
