@@ -22,8 +22,12 @@ report: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Sample run folders (Parquet + manifest + report.html) made by the current code; fixed timestamp.
+SAMPLE_ENV := SOURCE_DATE_EPOCH=1798761600
 samples: $(STAMP)
-	SOURCE_DATE_EPOCH=1798761600 $(PY) bench/make_samples.py
+	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model mobilenet_v2 --out sample_reports/mobilenet_v2 --force
+	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model mobilenet_v2 --qconfig examples/seed_scenario.toml \
+		--out sample_reports/mobilenet_v2_seed_scenario --force
 
 bench: $(STAMP)
 	$(PY) bench/bench.py

@@ -7,6 +7,7 @@ import difflib
 import importlib
 import importlib.util
 import pickle
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -192,10 +193,14 @@ def load_checkpoint(model: nn.Module, path: str) -> None:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
+        blocked = re.search(r"unsupported GLOBAL (\S+)", str(exc), flags=re.IGNORECASE)
+        if blocked:
+            raise InputError(
+                f"checkpoint {path} was refused by weights_only=True loading (it references {blocked.group(1)}); "
+                "it may contain code: save a plain state_dict"
+            ) from None
         raise InputError(
-            f"checkpoint {path} was refused by weights_only=True loading ({first[:160]}); "
-            "it may contain code: save a plain state_dict"
+            f"checkpoint {path} cannot be read (not a torch.save file, or corrupt); check the --checkpoint path"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         raise InputError(

@@ -29,8 +29,26 @@ def _svg(fig, salt: str) -> str:
     return text.strip()
 
 
-def _finite_or_cap(values, cap):
-    return [cap if v == math.inf else (math.nan if v is None or not math.isfinite(v) else v) for v in values]
+EXACT_DB = 100.0  # above this an SQNR is float rounding noise (e.g. a layer kept in float): drawn as exact
+
+
+def _display(values) -> tuple[list[float], float, bool]:
+    """Values to draw, the ceiling exact ones are drawn at, and whether any were."""
+    shown = [v for v in values if v is not None and math.isfinite(v) and v <= EXACT_DB]
+    ceiling = (max(shown) + 5.0) if shown else 10.0
+    out, capped = [], False
+    for v in values:
+        if v is not None and (v == math.inf or (math.isfinite(v) and v > EXACT_DB)):
+            out.append(ceiling)
+            capped = True
+        else:
+            out.append(v if v is not None and math.isfinite(v) else math.nan)
+    return out, ceiling, capped
+
+
+def _mark_exact(ax, ceiling: float) -> None:
+    ax.axhline(ceiling, color=GREY, linewidth=0.6, linestyle=":")
+    ax.annotate(f"exact or > {EXACT_DB:.0f} dB (e.g. kept float)", (0, ceiling), fontsize=7, color=GREY, va="bottom")
 
 
 def _axis_labels(ax, labels, max_labels: int = 90) -> None:
@@ -55,10 +73,10 @@ def _figure(n: int):
 def weights_chart(labels: list[str], sqnr: list[float], bad: list[bool]) -> str:
     """Bar chart of weight SQNR per layer; outliers in red."""
     fig, ax = _figure(len(labels))
-    finite = [v for v in sqnr if v is not None and math.isfinite(v)]
-    cap = (max(finite) + 5.0) if finite else 1.0
-    values = _finite_or_cap(sqnr, cap)
+    values, ceiling, capped = _display(sqnr)
     ax.bar(range(len(values)), values, color=[BAD if b else BLUE for b in bad], width=0.8)
+    if capped:
+        _mark_exact(ax, ceiling)
     ax.set_ylabel("weight SQNR (dB)")
     _axis_labels(ax, labels)
     return _svg(fig, "weights")
@@ -67,19 +85,18 @@ def weights_chart(labels: list[str], sqnr: list[float], bad: list[bool]) -> str:
 def activations_chart(labels: list[str], propagated: list[float], isolated: list[float], bad: list[bool]) -> str:
     """Propagated and isolated activation SQNR per layer on one axis: the gap shows where error starts."""
     fig, ax = _figure(len(labels))
-    finite = [v for v in propagated + isolated if v is not None and math.isfinite(v)]
-    cap = (max(finite) + 5.0) if finite else 1.0
+    shown, ceiling, capped = _display(propagated + isolated)
+    prop_shown, iso_shown = shown[:len(propagated)], shown[len(propagated):]
     x = list(range(len(labels)))
-    ax.plot(x, _finite_or_cap(propagated, cap), color=BLUE, marker="o", markersize=3, linewidth=1.2,
+    ax.plot(x, prop_shown, color=BLUE, marker="o", markersize=3, linewidth=1.2,
             label="propagated (error accumulated so far)")
-    ax.plot(x, _finite_or_cap(isolated, cap), color=ORANGE, marker="s", markersize=3, linewidth=1.0,
+    ax.plot(x, iso_shown, color=ORANGE, marker="s", markersize=3, linewidth=1.0,
             linestyle="--", label="isolated (error this op adds)")
     for i, b in enumerate(bad):
         if b:
             ax.axvspan(i - 0.5, i + 0.5, color=BAD, alpha=0.12, linewidth=0)
-    if any(v == math.inf for v in propagated + isolated):
-        ax.axhline(cap, color=GREY, linewidth=0.6, linestyle=":")
-        ax.annotate("exact (no error)", (0, cap), fontsize=7, color=GREY, va="bottom")
+    if capped:
+        _mark_exact(ax, ceiling)
     ax.set_ylabel("activation SQNR (dB)")
     ax.legend(fontsize=7, loc="lower left", frameon=False)
     _axis_labels(ax, labels)
