@@ -1,14 +1,16 @@
-"""Command line: ``qreport build | render | models``; each subcommand returns an exit code."""
+"""Command line: ``qreport build | render | diff | models``; each subcommand returns an exit code."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import traceback
 
 from qreport import __version__
-from qreport.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, QReportError
+from qreport.errors import (EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, InputError,
+                            QReportError)
 
 EPILOG = """exit codes: 0 ok · 1 gate failed · 2 usage · 3 bad input (model, weights, data, qconfig)
             4 unreadable run folder · 5 output not writable · 70 internal error · 130 interrupted"""
@@ -84,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="seed for synthetic data and random init (default: %(default)s)")
     b.add_argument("--out", metavar="DIR", help="run folder to write (default: reports/<model>)")
     b.add_argument("--force", action="store_true", help="replace an existing run folder (only once the new run is complete)")
+    b.add_argument("--fail-under-sqnr", type=float, metavar="DB",
+                   help="CI gate: exit 1 (report still written) if the model output SQNR is below DB")
     _add_common(b)
     b.set_defaults(func=cmd_build)
 
@@ -92,6 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir", metavar="RUN_DIR")
     _add_common(r)
     r.set_defaults(func=cmd_render)
+
+    d = sub.add_parser(
+        "diff", help="compare two run folders layer by layer (for pull requests)",
+        description="Compare BASE_RUN and HEAD_RUN from their Parquet files alone: verdict, per-layer SQNR changes "
+        "matched by module path, quantization and config changes. Writes OUT (HTML) and, beside it, OUT's stem "
+        "with .md (a PR-comment summary) and .json.",
+        epilog="example:\n  qreport diff reports/main reports/pr -o diff.html --max-drop-db 1\n"
+        "  cat diff.md >> \"$GITHUB_STEP_SUMMARY\"\n\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("base_run", metavar="BASE_RUN")
+    d.add_argument("head_run", metavar="HEAD_RUN")
+    d.add_argument("-o", "--out", default="qreport-diff.html", metavar="OUT",
+                   help="the diff report to write (default: %(default)s)")
+    d.add_argument("--max-drop-db", type=float, metavar="DB",
+                   help="CI gate: exit 1 (diff still written) if the output SQNR drops by more than DB")
+    d.add_argument("--same-within", type=float, default=0.5, metavar="DB",
+                   help="SQNR changes smaller than this count as unchanged (default: %(default)s)")
+    _add_common(d)
+    d.set_defaults(func=cmd_diff)
 
     m = sub.add_parser("models", help="list the torchvision model names --model accepts")
     _add_common(m)
@@ -104,6 +127,8 @@ def cmd_build(args) -> int:
     from qreport.config import BuildConfig, load_qconfig_file
 
     overrides = load_qconfig_file(args.qconfig) if args.qconfig else ()
+    if args.fail_under_sqnr is not None and not math.isfinite(args.fail_under_sqnr):
+        raise InputError("--fail-under-sqnr needs a finite number of dB, e.g. 20")
     cfg = BuildConfig(
         model=args.model, weights=args.weights, checkpoint=args.checkpoint, backend=args.backend,
         qconfig_file=args.qconfig, overrides=overrides, data=args.data, calib_batches=args.calib_batches,
@@ -115,11 +140,30 @@ def cmd_build(args) -> int:
     from qreport.pipeline import build
     from qreport.render.html import render_run
 
-    build(cfg, out, force=args.force, verbose=args.verbose, quiet=args.quiet,
-          render_report=lambda path: render_run(path, in_progress=True))
+    manifest = build(cfg, out, force=args.force, verbose=args.verbose, quiet=args.quiet,
+                     fail_under_sqnr=args.fail_under_sqnr, render_report=lambda path: render_run(path, in_progress=True))
     if not args.quiet:
         print(f"report: {out}/report.html", file=sys.stderr)
+    return _gate_exit(manifest.get("gate"))
+
+
+def _gate_exit(gate: dict | None) -> int:
+    if gate and not gate["passed"]:
+        print(f"qreport: gate {gate['name']} failed: {gate['detail']}", file=sys.stderr)
+        return EXIT_GATE_FAILED
     return EXIT_OK
+
+
+def cmd_diff(args) -> int:
+    """``qreport diff BASE_RUN HEAD_RUN``."""
+    from qreport.render.diff_view import render_diff
+
+    result = render_diff(args.base_run, args.head_run, args.out, max_drop_db=args.max_drop_db,
+                         same_within_db=args.same_within)
+    if not args.quiet:
+        print(f"verdict: {result['verdict']} (output SQNR {result['output_delta_db']:+.2f} dB)", file=sys.stderr)
+        print(f"diff: {args.out}", file=sys.stderr)
+    return _gate_exit(result["gate"])
 
 
 def cmd_render(args) -> int:

@@ -61,8 +61,16 @@ def _check_runs(model, example) -> None:
         ) from None
 
 
+def output_gate(model_table, threshold: float) -> dict:
+    """The ``--fail-under-sqnr`` gate on the model output SQNR (a missing value fails)."""
+    value = float(model_table["output_sqnr_db"].iloc[0]) if model_table is not None and len(model_table) else float("nan")
+    passed = value >= threshold  # NaN compares False
+    return {"name": "fail-under-sqnr", "threshold": threshold, "value": value, "passed": bool(passed),
+            "detail": f"model output SQNR {value:.2f} dB {'≥' if passed else '<'} {threshold:g} dB"}
+
+
 def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False, quiet: bool = False,
-          render_report=None) -> dict:
+          fail_under_sqnr: float | None = None, render_report=None) -> dict:
     """Run every stage and write the run folder ``out``; returns the manifest."""
     torch.manual_seed(cfg.seed)
     writer = RunWriter(out, force=force)  # refuses an existing --out before any work
@@ -150,6 +158,8 @@ def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False
             "stages": stages,
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
         }
+        if fail_under_sqnr is not None:
+            manifest["gate"] = output_gate(ctx.tables.get("model"), fail_under_sqnr)
         writer.write_json("manifest.json", manifest)
         t = time.perf_counter()
         if render_report is not None:

@@ -22,7 +22,10 @@ PARTIAL_PREFIX = ".qreport-partial-"
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary sibling and rename it over ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write in {path.parent} ({exc.strerror or exc}); check the folder exists and is writable") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -23,7 +23,7 @@ import toy_models
 
 def test_run_folder_has_one_parquet_per_stage_a_manifest_and_a_report(tiny_run):
     names = sorted(p.name for p in tiny_run.iterdir())
-    assert names == sorted([f"{s}.parquet" for s in STAGES] + ["manifest.json", "report.html"])
+    assert names == sorted([f"{s}.parquet" for s in STAGES] + ["manifest.json", "report.html", "summary.json", "summary.md"])
     for stage in STAGES:
         table = pq.read_table(tiny_run / f"{stage}.parquet")
         assert table.schema.names == arrow_schema(stage).names

@@ -123,3 +123,21 @@ def histogram_chart(salt: str, lo: float, hi: float, hist_float: list[int], hist
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=6, frameon=False)
     return _svg(fig, salt)
+
+
+def delta_chart(labels: list[str], series: dict[str, list[float]]) -> str:
+    """SQNR change per layer (head − base) for each view; changes to or from exact are drawn at the edge."""
+    fig, ax = _figure(len(labels))
+    finite = [abs(v) for values in series.values() for v in values if v is not None and math.isfinite(v)]
+    edge = (max(finite) * 1.1 + 1.0) if finite else 10.0
+    styles = {"weights": (BAD, "s"), "isolated": (ORANGE, "o"), "propagated": (BLUE, ".")}
+    x = list(range(len(labels)))
+    for name, values in series.items():
+        color, marker = styles.get(name, (GREY, "."))
+        shown = [edge if v == math.inf else -edge if v == -math.inf else v for v in values]
+        ax.plot(x, shown, color=color, marker=marker, markersize=3, linewidth=0.9, label=name)
+    ax.axhline(0, color=GREY, linewidth=0.8)
+    ax.set_ylabel("SQNR change, head − base (dB)")
+    ax.legend(fontsize=7, loc="lower left", frameon=False)
+    _axis_labels(ax, labels)
+    return _svg(fig, "delta")

@@ -76,6 +76,23 @@ def layer_rows(weights, prop, iso, flagged_weights=frozenset()) -> list[dict]:
     return rows
 
 
+def raw_layers(weights, prop, iso) -> list[dict]:
+    """Per-layer SQNR of the three views, unformatted, in execution order."""
+    w = {r["layer"]: r for r in weights}
+    p = {r["layer"]: r for r in prop}
+    i = {r["layer"]: r for r in iso}
+    order = [r["layer"] for r in prop] or [r["layer"] for r in iso] or [r["layer"] for r in weights]
+    order += [k for k in list(i) + list(w) if k not in order]
+    out = []
+    for n, layer in enumerate(dict.fromkeys(order)):
+        base = p.get(layer) or i.get(layer) or w.get(layer)
+        out.append({"layer_fqn": base["layer_fqn"], "op_type": base["op_type"], "order": n,
+                    "weights_db": w.get(layer, {}).get("sqnr_db", math.nan),
+                    "propagated_db": p.get(layer, {}).get("sqnr_db", math.nan),
+                    "isolated_db": i.get(layer, {}).get("sqnr_db", math.nan)})
+    return out
+
+
 def _findings(guidance: list[dict]) -> list[dict]:
     out = []
     for f in guidance:
@@ -174,4 +191,9 @@ def build_view(reader: RunReader) -> dict:
         "coverage_counts": sorted(cov_counts.items()),
         "stages": stages,
         "failed_stages": [s for s in stages if s.get("status") != "ok"],
+        "raw": {
+            "layers": raw_layers(weights, prop, iso),
+            "output_sqnr_db": model[0]["output_sqnr_db"] if model else math.nan,
+            "top1_agreement": model[0]["top1_agreement"] if model else math.nan,
+        },
     }

@@ -11,7 +11,8 @@ import jinja2
 from markupsafe import Markup
 
 from qreport.render.context import build_view
-from qreport.store import RunReader, write_text_atomic
+from qreport.render.markdown import run_summary
+from qreport.store import RunReader, json_text, write_text_atomic
 
 
 def templates_dir() -> Path:
@@ -53,8 +54,13 @@ def render_html(view: dict) -> str:
 
 
 def render_run(run_dir: str | Path, in_progress: bool = False) -> Path:
-    """Render ``<run_dir>/report.html`` from the run's Parquet files and manifest."""
+    """Render ``report.html``, ``summary.md`` and ``summary.json`` from the run's Parquet files and manifest."""
     reader = RunReader(run_dir, in_progress=in_progress)
-    out = Path(run_dir) / "report.html"
-    write_text_atomic(out, render_html(build_view(reader)))
+    view = build_view(reader)
+    markdown, data = run_summary(view)
+    run = Path(run_dir)
+    write_text_atomic(run / "summary.md", markdown)
+    write_text_atomic(run / "summary.json", json_text(data))
+    out = run / "report.html"
+    write_text_atomic(out, render_html(view))
     return out

@@ -1,0 +1,90 @@
+"""Markdown and JSON summaries of a run, for PR comments and ``$GITHUB_STEP_SUMMARY`` (no torch)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from qreport.render.fmt import fmt_db, fmt_pct
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+WORST_LAYERS = 5
+
+
+def md_escape(text) -> str:
+    """Text that renders literally in Markdown and inertly as HTML (layer names are user data)."""
+    text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return text.replace("\n", " ").replace("\r", " ")
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table (cells must already be escaped)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _num(v):
+    """JSON-safe number: NaN becomes None, infinities become strings."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, float) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return v
+
+
+def worst_layers(rows: list[dict], n: int = WORST_LAYERS) -> list[dict]:
+    """The ``n`` layers with the lowest isolated (else propagated) SQNR, raw numbers."""
+    view = "isolated_db" if any(not math.isnan(r["isolated_db"]) for r in rows) else "propagated_db"
+    return sorted(rows, key=lambda r: (math.inf if math.isnan(r[view]) else r[view], r["order"]))[:n]
+
+
+def run_summary(view: dict) -> tuple[str, dict]:
+    """The run's Markdown verdict with its worst-layers table, and the same facts as JSON data."""
+    man = view["manifest"]
+    verdict = view["verdict"]
+    raw = view["raw"]
+    worst = worst_layers(raw["layers"])
+    lines = [f"## qreport: {md_escape(man['model']['name'])} — {verdict['level'].upper()}", ""]
+    if not man["weights"]["trained"]:
+        lines += ["> **Random weights**: no trained weights were loaded; the numbers describe the architecture only.", ""]
+    lines.append(
+        f"Output SQNR **{verdict['output_sqnr']}**, top-1 agreement **{verdict['top1']}** "
+        f"({verdict['samples']} inputs), **{verdict['bad_count']}** layers flagged."
+    )
+    gate = man.get("gate")
+    if gate:
+        lines.append(f"Gate `{gate['name']}` {'passed' if gate['passed'] else '**FAILED**'}: {md_escape(gate['detail'])}.")
+    failed = [s["name"] for s in view["failed_stages"]]
+    if failed:
+        lines.append(f"Stages that failed: {md_escape(', '.join(failed))} (see the report).")
+    lines += ["", "### Worst layers", ""]
+    lines.append(md_table(
+        ["layer", "op", "isolated", "propagated", "weights"],
+        [[md_escape(r["layer_fqn"]), md_escape(r["op_type"]), fmt_db(r["isolated_db"]), fmt_db(r["propagated_db"]),
+          fmt_db(r["weights_db"])] for r in worst],
+    ))
+    top = [f for f in view["findings"] if f["severity"] in ("high", "medium")][:5]
+    if top:
+        lines += ["", "### Guidance", ""]
+        for f in top:
+            where = f"{md_escape(f['layer_fqn'])}: " if f["layer_fqn"] else ""
+            change = f" Try `{f['change_toml']}`." if f["change_toml"] and "`" not in f["change_toml"] else ""
+            lines.append(f"- **{f['severity']}** {where}{md_escape(f['code'].replace('_', ' '))} — {md_escape(f['evidence'])}{change}")
+    lines += ["", f"<sub>qreport {md_escape(man['versions']['qreport'])} · torch {md_escape(man['versions']['torch'])} · "
+              f"{md_escape(man['data']['source'])} · {md_escape(man['weights']['source'])}</sub>", ""]
+    data = {
+        "model": man["model"]["name"],
+        "verdict": verdict["level"],
+        "output_sqnr_db": _num(raw["output_sqnr_db"]),
+        "top1_agreement": _num(raw["top1_agreement"]),
+        "samples": verdict["samples"],
+        "flagged_layers": verdict["bad_count"],
+        "weights_trained": man["weights"]["trained"],
+        "failed_stages": failed,
+        "gate": gate,
+        "worst_layers": [{k: _num(v) for k, v in r.items()} for r in worst],
+        "findings": [{"code": f["code"], "severity": f["severity"], "layer_fqn": f["layer_fqn"]} for f in view["findings"]],
+    }
+    return "\n".join(lines), data
