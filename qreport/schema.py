@@ -37,7 +37,7 @@ _ACTIVATION_COLUMNS = [
     ("nonfinite_count", pa.int64()),
     ("hist_lo", pa.float64()),
     ("hist_hi", pa.float64()),
-    ("hist_float", pa.list_(pa.int64())),  # underflow, 64 bins, overflow
+    ("hist_float", pa.list_(pa.int64())),  # underflow, 64 bins, overflow; a fixed stride of each batch
     ("hist_quant", pa.list_(pa.int64())),
 ]
 

@@ -11,14 +11,33 @@ import torch
 from qreport.metrics import cosine, sqnr_db
 
 HIST_BINS = 64
+HIST_SAMPLE = 1 << 16  # histograms count a fixed stride of each batch: at most ~65k values per batch
 
 
-def _quant_range(q: torch.Tensor) -> tuple[float, float, float, int]:
+_INT_RANGE = {torch.quint8: (0, 255), torch.qint8: (-128, 127), torch.qint32: (-(2**31), 2**31 - 1)}
+
+
+def _quant_range(q: torch.Tensor) -> tuple[float, int, float, float]:
     """Scale, zero point and the float range a per-tensor quantized tensor can represent."""
     scale = float(q.q_scale())
     zero_point = int(q.q_zero_point())
-    info = torch.iinfo(q.int_repr().dtype)
-    return scale, zero_point, scale * (info.min - zero_point), scale * (info.max - zero_point)
+    lo, hi = _INT_RANGE.get(q.dtype, (-(2**31), 2**31 - 1))
+    return scale, zero_point, scale * (lo - zero_point), scale * (hi - zero_point)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """All elements as 1-D, without a copy for contiguous and channels-last tensors (order not preserved)."""
+    if t.is_contiguous():
+        return t.view(-1)
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).reshape(-1)
+    return t.reshape(-1)
+
+
+def _energies(f: torch.Tensor, q: torch.Tensor, err: torch.Tensor) -> list[float]:
+    """Σf², Σq², Σerr² in one call; layout-agnostic (vector norms need no flattening)."""
+    norms = torch.stack([torch.linalg.vector_norm(t) for t in (f, q, err)]).double()
+    return (norms * norms).tolist()
 
 
 class LayerStats:
@@ -60,35 +79,41 @@ class LayerStats:
             reference = reference.dequantize()
         if transform is not None:
             reference, quantized = transform(reference), transform(quantized)
-        f = reference.detach().reshape(-1).float()
-        q = quantized.detach().reshape(-1).float()
-        if f.numel() != q.numel():
+        f = reference.detach().float()
+        q = quantized.detach().float()
+        if f.shape != q.shape:
             raise ValueError(f"shape mismatch: float {tuple(reference.shape)} vs quantized {tuple(quantized.shape)}")
         err = f - q
-        if not bool(torch.isfinite(err).all()):  # NaN/Inf on either side: count them, compare the rest
+        sums = _energies(f, q, err)
+        if not all(math.isfinite(v) for v in sums):  # NaN/Inf on either side: count them, compare the rest
             finite = torch.isfinite(f) & torch.isfinite(q)
             self.nonfinite += int(finite.numel() - finite.sum())
             f, q, err = f[finite], q[finite], err[finite]
+            sums = _energies(f.double(), q.double(), err.double())
         self.batches += 1
         self.numel += int(f.numel())
         if f.numel() == 0:
             return
-        # float32 elementwise work, float64 running totals (torch's sums are pairwise: accurate enough)
-        self.signal += float(torch.dot(f, f))
-        self.noise += float(torch.dot(err, err))
-        self.dot += float(torch.dot(f, q))
-        self.quant_sq += float(torch.dot(q, q))
-        self.max_abs_err = max(self.max_abs_err, float(err.abs().max()))
-        f_min, f_max = (float(v) for v in torch.aminmax(f))
-        q_min, q_max = (float(v) for v in torch.aminmax(q))
+        # float32 elementwise work (torch's reductions are blocked, so accurate enough), float64 running totals
+        ff, qq, ee = sums
+        self.signal += ff
+        self.noise += ee
+        self.quant_sq += qq
+        self.dot += (ff + qq - ee) / 2.0  # f·q, from the three energies already taken
+        e_min, e_max = torch.aminmax(err)
+        f_min, f_max = torch.aminmax(f)
+        q_min, q_max = torch.aminmax(q)
+        e_min, e_max, f_min, f_max, q_min, q_max = torch.stack([e_min, e_max, f_min, f_max, q_min, q_max]).tolist()
+        self.max_abs_err = max(self.max_abs_err, -e_min, e_max)
         self.float_min, self.float_max = min(self.float_min, f_min), max(self.float_max, f_max)
         self.quant_min, self.quant_max = min(self.quant_min, q_min), max(self.quant_max, q_max)
         if not math.isnan(self.range_lo) and (f_min < self.range_lo or f_max > self.range_hi):
             self.clipped += int(((f < self.range_lo) | (f > self.range_hi)).sum())
         if self.hist_float is None:
             self._start_histograms(min(f_min, q_min), max(f_max, q_max))
-        self.hist_float += self._histogram(f)
-        self.hist_quant += self._histogram(q)
+        stride = max(1, f.numel() // HIST_SAMPLE)
+        self.hist_float += self._histogram(_flat(f)[::stride])
+        self.hist_quant += self._histogram(_flat(q)[::stride])
 
     def _start_histograms(self, lo: float, hi: float) -> None:
         """Fix the bin edges from the first batch (and the int8 range); later outliers land in the end bins."""
@@ -145,8 +170,12 @@ class LayerPairing:
     A tensor waits (one batch at most) until its counterpart arrives, then both are dropped.
     """
 
-    def __init__(self, float_name: str, quant_name: str, compare_after: dict[str, Callable] | None = None):
+    def __init__(self, float_name: str, quant_name: str, compare_after: dict[str, Callable] | None = None,
+                 clone_float: bool = True):
         self.float_name = float_name
+        # A waiting tensor is copied so an in-place op downstream cannot change it; int8 copies are cheap.
+        # Float ones can skip it when nothing consumes them (the shadow model's float copies).
+        self.clone_float = clone_float
         self.quant_name = quant_name
         # quantized node name -> activation applied to both sides before comparing
         self.compare_after = compare_after or {}
@@ -177,8 +206,8 @@ class LayerPairing:
             ref, quant = (theirs, x) if side == self.quant_name else (x, theirs)
             self._fold(key, ref, quant)
         else:
-            # clone: an in-place op downstream (ReLU(inplace=True)) must not change what was logged
-            self._waiting[(key, side)].append(x.detach().clone())
+            keep = x.detach().clone() if (x.is_quantized or self.clone_float) else x.detach()
+            self._waiting[(key, side)].append(keep)
 
     def _fold(self, key: str, ref: torch.Tensor, quant: torch.Tensor) -> None:
         act = self.compare_after.get(self.info[key].get("quant_node", ""))

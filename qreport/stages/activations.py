@@ -33,9 +33,10 @@ def pairing_rows(ctx, pairing: LayerPairing) -> list[dict]:
     return rows
 
 
-def new_pairing(ctx) -> LayerPairing:
+def new_pairing(ctx, clone_float: bool = True) -> LayerPairing:
     """A pairing that compares conv-like outputs after the clamp activation they feed."""
-    return LayerPairing(FLOAT_NAME, QUANT_NAME, {name: act for name, (_, act) in ctx.compare_after.items()})
+    return LayerPairing(FLOAT_NAME, QUANT_NAME, {name: act for name, (_, act) in ctx.compare_after.items()},
+                        clone_float=clone_float)
 
 
 def uncompared(ctx, pairing: LayerPairing) -> list[dict]:
@@ -53,7 +54,7 @@ def run(ctx) -> pd.DataFrame:
     float_logged, quant_logged = ctx.flow.logged_models(ctx.loaded.module, ctx.prepared, make_streaming_logger(pairing))
     with torch.no_grad():
         for x in ctx.batches(ctx.data.evaluation, "activations"):
+            quant_logged(x)  # int8 first: its (1-byte) tensors wait, each float one is folded as it arrives
             float_logged(x)
-            quant_logged(x)
     ctx.uncompared["activations"] = uncompared(ctx, pairing)
     return pd.DataFrame(pairing_rows(ctx, pairing))
