@@ -18,7 +18,7 @@ QCONFIG_PRESETS = {
     "float": "keep the module in float (not quantized)",
     "default": "the backend's default qconfig (per-channel weights on x86)",
     "per_tensor": "MinMax activations, per-tensor MinMax weights (torch's default_qconfig)",
-    "per_channel": "MinMax activations, per-channel MinMax weights",
+    "per_channel": "the backend's default activation observer, per-channel MinMax weights",
     "histogram": "histogram activations, per-channel MinMax weights",
 }
 ACTIVATION_OBSERVERS = ("minmax", "moving_average", "histogram")

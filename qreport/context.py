@@ -28,6 +28,7 @@ class BuildContext:
     uncompared: dict[str, list[dict]] = dataclasses.field(default_factory=dict)  # stage -> [{layer, reason}]
     stage_status: dict[str, str] = dataclasses.field(default_factory=dict)  # stage -> ok | failed
     quiet: bool = False
+    fix_overrides: tuple = ()  # the user's overrides plus the guidance's applied changes
 
     def batches(self, split, desc: str):
         """Iterate a data split with a progress bar (hidden when quiet or not on a terminal)."""

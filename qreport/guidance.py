@@ -34,6 +34,7 @@ class Finding:
     threshold: float
     origin: str
     evidence: str
+    change_preset: str
     change_toml: str
     change_python: str
 
@@ -51,22 +52,27 @@ def _db(v: float) -> str:
     return "exact" if v == math.inf else f"{v:.1f} dB"
 
 
-def change_lines(fqn: str, preset: str) -> tuple[str, str]:
-    """The qconfig-file entry and the ``QConfigMapping`` call for giving module ``fqn`` a preset."""
-    module = fqn.split(":", 1)[0]
-    toml = f"{json.dumps(module)} = {json.dumps(preset)}"
+def change(fqn: str, preset: str, backend: str = "x86") -> tuple[str, str, str]:
+    """The preset, its qconfig-file entry and the ``QConfigMapping`` call, for giving module ``fqn`` a preset.
+
+    Ops that are not modules (``block:add``) get no change: a module-level override would cover the whole block.
+    """
+    if ":" in fqn or not fqn:
+        return "", "", ""
+    toml = f"{json.dumps(fqn)} = {json.dumps(preset)}"
+    reduce_range = backend == "x86"
     python = {
-        "float": f"qconfig_mapping.set_module_name({module!r}, None)",
+        "float": f"qconfig_mapping.set_module_name({fqn!r}, None)",
         "per_channel": (
-            f"qconfig_mapping.set_module_name({module!r}, QConfig(activation=default_observer, "
+            f"qconfig_mapping.set_module_name({fqn!r}, QConfig(activation=get_default_qconfig({backend!r}).activation, "
             "weight=default_per_channel_weight_observer))"
         ),
         "histogram": (
-            f"qconfig_mapping.set_module_name({module!r}, QConfig(activation=HistogramObserver.with_args(reduce_range=True), "
-            "weight=default_per_channel_weight_observer))"
+            f"qconfig_mapping.set_module_name({fqn!r}, QConfig(activation=HistogramObserver.with_args("
+            f"reduce_range={reduce_range}), weight=default_per_channel_weight_observer))"
         ),
     }[preset]
-    return toml, python
+    return preset, toml, python
 
 
 def _by_layer(df: pd.DataFrame | None) -> dict[str, dict]:
@@ -75,7 +81,7 @@ def _by_layer(df: pd.DataFrame | None) -> dict[str, dict]:
     return {r["layer"]: r for r in df.to_dict("records")}
 
 
-def _weight_findings(weights: pd.DataFrame) -> list[Finding]:
+def _weight_findings(weights: pd.DataFrame, backend: str) -> list[Finding]:
     """Weight outliers, and per-tensor layers that per-channel scales (which the backend supports) would help."""
     out = []
     median = _median(weights["sqnr_db"])
@@ -89,26 +95,26 @@ def _weight_findings(weights: pd.DataFrame) -> list[Finding]:
         gap_pc = max(median_pc - r["sqnr_db"], median_pc_channel - r["worst_channel_sqnr_db"])
         channel = f"worst output channel {r['worst_channel']} at {_db(r['worst_channel_sqnr_db'])}"
         if per_tensor and gap_pc >= PER_TENSOR_GAP_DB:
-            toml, python = change_lines(r["layer_fqn"], "per_channel")
+            chg = change(r["layer_fqn"], "per_channel", backend)
             out.append(Finding(
                 "per_tensor_weights", "high" if gap_pc >= GAP_HIGH_DB else "medium", r["layer"], r["layer_fqn"],
                 "weights", r["sqnr_db"], median_pc, PER_TENSOR_GAP_DB, "originates",
                 f"weights quantized per tensor: SQNR {_db(r['sqnr_db'])} and {channel}, against medians of "
                 f"{_db(median_pc)} and {_db(median_pc_channel)} (worst channel) in the per-channel layers.",
-                toml, python))
+                *chg))
         elif gap >= GAP_MEDIUM_DB:
-            toml, python = change_lines(r["layer_fqn"], "per_channel" if per_tensor else "float")
+            chg = change(r["layer_fqn"], "per_channel" if per_tensor else "float", backend)
             why = "per-channel scales fit each output channel" if per_tensor else \
                 "the weights are already per-channel, so keep the layer in float"
             out.append(Finding(
                 "weight_outlier", _severity(gap), r["layer"], r["layer_fqn"], "weights", r["sqnr_db"], median,
                 GAP_MEDIUM_DB, "originates",
                 f"weight SQNR {_db(r['sqnr_db'])}, {gap:.1f} dB below the median {_db(median)}; {channel}; {why}.",
-                toml, python))
+                *chg))
     return out
 
 
-def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True) -> list[Finding]:
+def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True, backend: str = "x86") -> list[Finding]:
     """All findings, most severe and lowest SQNR first."""
     out: list[Finding] = []
     weights = tables.get("weights")
@@ -117,9 +123,9 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True) -> l
     iso = _by_layer(iso_df)
     if not weights_trained:
         out.append(Finding("random_weights", "high", "", "", "model", math.nan, math.nan, math.nan, "n/a",
-                           "Weights: random initialisation.", "", ""))
+                           "Weights: random initialisation.", "", "", ""))
     if weights is not None and len(weights):
-        out.extend(_weight_findings(weights))
+        out.extend(_weight_findings(weights, backend))
     if iso:
         median = _median(iso_df["sqnr_db"])
         ranked = iso_df.sort_values(["sqnr_db", "order"]).to_dict("records")
@@ -130,7 +136,7 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True) -> l
             p = prop.get(r["layer"])
             clipped = r["clipped_fraction"]
             preset = "histogram" if clipped > CLIPPED_FRACTION else "float"
-            toml, python = change_lines(r["layer_fqn"], preset)
+            chg = change(r["layer_fqn"], preset, backend)
             relation = f"{gap:.1f} dB below" if gap >= 0 else f"{-gap:.1f} dB above"
             evidence = [f"isolated SQNR {_db(r['sqnr_db'])}, {relation} the median {_db(median)}"]
             if p is not None:
@@ -143,7 +149,7 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True) -> l
                 evidence.append(f"compared after its {r['compared_after']}")
             out.append(Finding(
                 "error_origin", _severity(gap), r["layer"], r["layer_fqn"], "isolated", r["sqnr_db"], median,
-                GAP_MEDIUM_DB, "originates", "; ".join(evidence) + ".", toml, python))
+                GAP_MEDIUM_DB, "originates", "; ".join(evidence) + ".", *chg))
     if prop:
         prop_df = tables["activations"]
         median = _median(prop_df["sqnr_db"])
@@ -163,7 +169,7 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True) -> l
                 "inherited_error", "info", r["layer"], r["layer_fqn"], "propagated", r["sqnr_db"], median,
                 GAP_MEDIUM_DB, "inherited",
                 f"propagated SQNR {_db(r['sqnr_db'])}, {gap:.1f} dB below the median; {iso_text}; {where}.",
-                "", ""))
+                "", "", ""))
             break  # the worst one explains the pattern; the chart shows the rest
     rank = {"high": 0, "medium": 1, "info": 2}
     return sorted(out, key=lambda f: (rank[f.severity], f.code == "inherited_error",

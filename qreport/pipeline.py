@@ -12,7 +12,7 @@ import torchvision
 
 import qreport
 from qreport import data as data_mod
-from qreport.config import BuildConfig
+from qreport.config import BuildConfig, render_qconfig_toml
 from qreport.context import BuildContext
 from qreport.errors import InputError, QReportError
 from qreport.flows import FxStaticFlow, quiet_torch
@@ -160,6 +160,10 @@ def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False
         }
         if fail_under_sqnr is not None:
             manifest["gate"] = output_gate(ctx.tables.get("model"), fail_under_sqnr)
+        fix = ctx.tables.get("fix")
+        if fix is not None and "after" in set(fix["step"]):
+            writer.write_text("fix.toml", "# qreport: your overrides plus the guidance's changes; use with --qconfig\n"
+                              + render_qconfig_toml(ctx.fix_overrides))
         writer.write_json("manifest.json", manifest)
         t = time.perf_counter()
         if render_report is not None:

@@ -7,7 +7,7 @@ import pyarrow as pa
 # Bump when a column is renamed, removed or changes meaning; readers refuse newer versions.
 SCHEMA_VERSION = 1
 
-STAGES = ("weights", "activations", "shadow", "model", "coverage", "guidance")
+STAGES = ("weights", "activations", "shadow", "model", "coverage", "guidance", "fix")
 
 _ACTIVATION_COLUMNS = [
     ("layer", pa.string()),  # Numeric Suite layer name (the int8 FX node)
@@ -92,8 +92,18 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("threshold", pa.float64()),
         ("origin", pa.string()),  # originates | inherited | n/a
         ("evidence", pa.string()),
+        ("change_preset", pa.string()),  # qconfig preset the change gives the module, or ""
         ("change_toml", pa.string()),
         ("change_python", pa.string()),
+    ],
+    "fix": [
+        ("step", pa.string()),  # before | after (the guidance's high and medium changes applied)
+        ("changes", pa.string()),  # the qconfig TOML lines added
+        ("output_sqnr_db", pa.float64()),
+        ("top1_agreement", pa.float64()),
+        ("float_param_share", pa.float64()),
+        ("float_mac_share", pa.float64()),
+        ("qdq_boundaries", pa.int32()),  # quantize/dequantize nodes in the int8 graph
     ],
 }
 

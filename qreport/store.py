@@ -79,11 +79,13 @@ class RunWriter:
     def __init__(self, out: str | Path, force: bool = False):
         self.out = Path(out)
         check_out_dir(self.out, force)
-        self.out.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
             self.tmp = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX + self.out.name + "-", dir=self.out.parent))
         except OSError as exc:
-            raise OutputError(f"cannot create a folder in {self.out.parent} ({exc.strerror}); choose another --out") from None
+            raise OutputError(
+                f"cannot create a folder in {self.out.parent} ({exc.strerror or exc}); choose another --out"
+            ) from None
 
     def write_table(self, stage: str, df: pd.DataFrame) -> None:
         """Write ``<stage>.parquet``."""

@@ -1,6 +1,7 @@
 """`qreport build` on toy models: the run folder, its tables, the stage sequence and the weights numbers."""
 
 import copy
+import html
 import json
 import math
 import warnings
@@ -22,7 +23,7 @@ import toy_models
 
 
 def test_run_folder_has_one_parquet_per_stage_a_manifest_and_a_report(tiny_run):
-    names = sorted(p.name for p in tiny_run.iterdir())
+    names = sorted(p.name for p in tiny_run.iterdir() if p.name != "fix.toml")  # fix.toml only when a fix applies
     assert names == sorted([f"{s}.parquet" for s in STAGES] + ["manifest.json", "report.html", "summary.json", "summary.md"])
     for stage in STAGES:
         table = pq.read_table(tiny_run / f"{stage}.parquet")
@@ -71,22 +72,36 @@ def test_weight_sqnr_equals_extract_weights_and_compute_sqnr(tiny_run):
         assert abs(ours.loc[layer, "sqnr_db"] - float(compute_sqnr(f, q))) < 0.01, layer
 
 
-def test_a_bad_weight_channel_is_the_top_weight_finding(tmp_path):
+def test_a_bad_weight_channel_is_the_top_finding_and_the_measured_fix_helps(tmp_path):
+    qconfig = tmp_path / "q.toml"
+    qconfig.write_text('[modules]\n"stem.0" = "per_tensor"\n')
     out = tmp_path / "bad"
-    assert main(tiny_args(out, "bad_channel_cnn", "--qconfig", str(_per_tensor_block(tmp_path)))) == 0
+    assert main(tiny_args(out, "bad_channel_cnn", "--qconfig", str(qconfig))) == 0
     weights = pd.read_parquet(out / "weights.parquet").set_index("layer_fqn")
-    assert weights.sqnr_db.idxmin() == "block.0"
-    assert weights.loc["block.0", "worst_channel"] != 3  # the scaled channel is fine; the others are crushed
+    assert weights.worst_channel_sqnr_db.idxmin() == "stem.0"
+    assert weights.loc["stem.0", "worst_channel"] != 3  # the scaled channel is fine; the others are crushed
     guidance = pd.read_parquet(out / "guidance.parquet")
-    top = guidance[guidance.view == "weights"].iloc[0]
-    assert top.layer_fqn == "block.0" and top.code == "per_tensor_weights" and top.severity == "high"
-    assert top.change_toml == '"block.0" = "per_channel"'
+    top = guidance.iloc[0]
+    assert top.layer_fqn == "stem.0" and top.code == "per_tensor_weights" and top.severity == "high"
+    assert top.change_toml == '"stem.0" = "per_channel"'
+    fix = pd.read_parquet(out / "fix.parquet").set_index("step")
+    assert fix.loc["after", "output_sqnr_db"] > fix.loc["before", "output_sqnr_db"] + 1.0
+    assert '"stem.0" = "per_channel"' in fix.loc["after", "changes"]
+    fix_toml = (out / "fix.toml").read_text()
+    assert fix_toml.count('"stem.0"') == 1 and '"stem.0" = "per_channel"' in fix_toml
+    page = html.unescape((out / "report.html").read_text())
+    assert "Measured: the" in page and fix_toml.splitlines()[-1] in page
 
 
-def _per_tensor_block(tmp_path):
-    path = tmp_path / "q.toml"
-    path.write_text('[modules]\n"block.0" = "per_tensor"\n')
-    return path
+def test_fix_toml_is_a_valid_qconfig_that_reproduces_the_after_numbers(tmp_path):
+    out = tmp_path / "run"
+    assert main(tiny_args(out, "bad_channel_cnn")) == 0
+    fix = pd.read_parquet(out / "fix.parquet").set_index("step")
+    again = tmp_path / "again"
+    assert main(tiny_args(again, "bad_channel_cnn", "--qconfig", str(out / "fix.toml"))) == 0
+    model = pd.read_parquet(again / "model.parquet").iloc[0]
+    assert abs(model.output_sqnr_db - fix.loc["after", "output_sqnr_db"]) < 1e-6
+    assert model.output_sqnr_db > fix.loc["before", "output_sqnr_db"] + 10.0
 
 
 def test_float_override_keeps_the_module_float_and_says_why(tmp_path):

@@ -13,10 +13,10 @@ from qreport.store import table_bytes
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    """A model with one wide weight channel: default qconfig, then stem kept float and block.0 per-tensor."""
+    """A model with one wide weight channel: default qconfig, then its conv per-tensor and the block kept float."""
     root = tmp_path_factory.mktemp("diff")
     qconfig = root / "q.toml"
-    qconfig.write_text('[modules]\n"stem" = "float"\n"block.0" = "per_tensor"\n')
+    qconfig.write_text('[modules]\n"stem.0" = "per_tensor"\n"block" = "float"\n')
     assert main(tiny_args(root / "base", "bad_channel_cnn")) == 0
     assert main(tiny_args(root / "head", "bad_channel_cnn", "--qconfig", str(qconfig))) == 0
     return root / "base", root / "head"
@@ -40,13 +40,13 @@ def test_diff_names_the_changed_layers_in_html_and_markdown(two_runs, tmp_path):
     assert main(["diff", str(base), str(head), "-o", str(out), "-q"]) == 0
     md = (tmp_path / "d" / "diff.md").read_text()
     html = out.read_text()
-    assert "| stem.0 | quantized | float |" in md
-    assert "### Largest weights changes" in md and "| block.0 |" in md
+    assert "| block.0 | quantized | float |" in md
+    assert "### Largest weights changes" in md and "| stem.0 |" in md
     assert "block.0" in html and "stem.0" in html and "Quantization changes" in html
     data = json.loads((tmp_path / "d" / "diff.json").read_text())
-    assert data["status_changes"] == [{"layer_fqn": "stem.0", "base": "quantized", "head": "float"}]
-    block = next(c for c in data["changed"]["weights"] if c["layer_fqn"] == "block.0")
-    assert block["delta_db"] < -3.0
+    assert data["status_changes"] == [{"layer_fqn": "block.0", "base": "quantized", "head": "float"}]
+    stem = next(c for c in data["changed"]["weights"] if c["layer_fqn"] == "stem.0")
+    assert stem["delta_db"] < -3.0
 
 
 def test_diff_of_a_run_with_itself_is_same(two_runs, tmp_path):

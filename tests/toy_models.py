@@ -51,10 +51,10 @@ def relu6_cnn():
 
 
 def bad_channel_cnn():
-    """TinyCNN whose block conv has one output channel's weights scaled 200×."""
+    """TinyCNN whose stem conv has one output channel's weights scaled 200× (its ReLU6 keeps the activations bounded)."""
     model = tiny_cnn()
     with torch.no_grad():
-        model.block[0].weight[3] *= 200.0
+        model.stem[0].weight[3] *= 200.0
     return model
 
 
@@ -64,3 +64,36 @@ def not_a_module():
 
 def raising_factory():
     raise RuntimeError("the factory is broken")
+
+
+class Untraceable(nn.Module):
+    """Python control flow on a tensor value inside a submodule: torch.fx cannot trace it."""
+
+    example_input_shape = (3, 32, 32)
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3)
+        self.gate = Gate()
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.gate(self.stem(x)).mean((2, 3)))
+
+
+class Gate(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return x
+        return -x
+
+
+def untraceable():
+    return Untraceable()
+
+
+def nan_weights():
+    model = tiny_cnn()
+    with torch.no_grad():
+        model.fc.weight[0, 0] = float("nan")
+    return model

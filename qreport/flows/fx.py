@@ -105,6 +105,9 @@ class FxStaticFlow:
             return get_default_qconfig(self.backend)
         if override.preset == "per_tensor":
             return torch.ao.quantization.default_qconfig
+        if override.preset == "per_channel":
+            return QConfig(activation=get_default_qconfig(self.backend).activation,
+                           weight=observer.default_per_channel_weight_observer)
         act_name = override.activation or ("histogram" if override.preset == "histogram" else "minmax")
         weight_name = override.weight or "per_channel"
         activation = {
@@ -149,7 +152,9 @@ class FxStaticFlow:
 
         torch.backends.quantized.engine = self.backend
         self.check_overrides(model)
+        check_finite_parameters(model)
         with quiet_torch(self.verbose, self.notes):
+            check_traceable(model)
             return prepare_fx(copy.deepcopy(model).eval(), self.qconfig_mapping(), (example,))
 
     def convert(self, prepared: nn.Module) -> nn.Module:
@@ -237,6 +242,41 @@ class FxStaticFlow:
         from torch.ao.ns._numeric_suite_fx import OutputLogger
 
         return OutputLogger
+
+
+def check_finite_parameters(model: nn.Module) -> None:
+    """Refuse weights with NaN/Inf: observers would turn them into meaningless scales."""
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise InputError(f"model tensor {name!r} has {bad} NaN/Inf values; fix the weights (or checkpoint) first")
+
+
+def check_traceable(model: nn.Module) -> None:
+    """Trace the model as ``prepare_fx`` will; on failure name the innermost module where tracing stopped."""
+    from torch.ao.quantization.fx.tracer import QuantizationTracer
+
+    class LocatingTracer(QuantizationTracer):
+        failed_in: str | None = None
+
+        def call_module(self, m, forward, args, kwargs):
+            try:
+                return super().call_module(m, forward, args, kwargs)
+            except Exception:
+                if self.failed_in is None:
+                    self.failed_in = self.path_of_module(m)
+                raise
+
+    tracer = LocatingTracer([], [])
+    try:
+        tracer.trace(copy.deepcopy(model).eval())
+    except Exception as exc:
+        where = f"module {tracer.failed_in!r}" if tracer.failed_in else "the model's own forward"
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:160]
+        raise InputError(
+            f"torch.fx cannot trace {where} ({exc.__class__.__name__}: {first}); rewrite that forward without "
+            "Python control flow on tensor values, or keep that part out of the traced model"
+        ) from None
 
 
 def make_streaming_logger(pairing) -> type:

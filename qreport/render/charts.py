@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import warnings
 
 import matplotlib
 
@@ -20,7 +21,8 @@ GREY = "#8a8f98"
 def _svg(fig, salt: str) -> str:
     """Serialise ``fig`` to an SVG fragment whose bytes depend only on the data."""
     buf = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": f"qreport-{salt}", "svg.fonttype": "none"}):
+    with matplotlib.rc_context({"svg.hashsalt": f"qreport-{salt}", "svg.fonttype": "none"}), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # glyphs missing from the font: the SVG keeps the text anyway
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "qreport"}, bbox_inches="tight")
     plt.close(fig)
     text = buf.getvalue()

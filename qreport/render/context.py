@@ -125,6 +125,28 @@ def _histograms(iso: list[dict]) -> list[dict]:
     } for k, r in enumerate(ranked)]
 
 
+def _fix(fix: list[dict]) -> dict | None:
+    """Before → after of the measured fix, formatted; None when the guidance had no change to apply."""
+    rows = {r["step"]: r for r in fix}
+    if "after" not in rows:
+        return None
+    before, after = rows["before"], rows["after"]
+
+    def pair(key, fmt):
+        return {"before": fmt(before[key]), "after": fmt(after[key])}
+
+    return {
+        "changes": after["changes"],
+        "count": after["changes"].count("\n") - 1,
+        "output_sqnr": pair("output_sqnr_db", fmt_db),
+        "top1": pair("top1_agreement", fmt_pct),
+        "params": pair("float_param_share", fmt_pct),
+        "macs": pair("float_mac_share", fmt_pct),
+        "boundaries": pair("qdq_boundaries", str),
+        "gain_db": after["output_sqnr_db"] - before["output_sqnr_db"],
+    }
+
+
 def _verdict(model: list[dict], findings: list[dict], iso, prop) -> dict:
     m = model[0] if model else {}
     bad = sorted({f["layer_fqn"] for f in findings if f["severity"] in ("high", "medium") and f["layer_fqn"]})
@@ -153,6 +175,7 @@ def build_view(reader: RunReader) -> dict:
     model = _records(reader.table("model"))
     coverage = _records(reader.table("coverage"))
     guidance = _records(reader.table("guidance"))
+    fix = _fix(_records(reader.table("fix")))
     findings = _findings(guidance)
     flagged_weights = {f["layer"] for f in guidance if f["view"] == "weights" and f["severity"] in ("high", "medium")}
 
@@ -182,6 +205,7 @@ def build_view(reader: RunReader) -> dict:
         "verdict": _verdict(model, findings, iso, prop),
         "model": model[0] if model else None,
         "findings": findings,
+        "fix": fix,
         "thresholds": {"gap_medium": rules.GAP_MEDIUM_DB, "gap_high": rules.GAP_HIGH_DB,
                        "clipped": fmt_pct(rules.CLIPPED_FRACTION, 0), "rmse": rules.RMSE_OVER_STEP},
         "charts": charts_view,

@@ -56,6 +56,13 @@ def run_summary(view: dict) -> tuple[str, dict]:
     gate = man.get("gate")
     if gate:
         lines.append(f"Gate `{gate['name']}` {'passed' if gate['passed'] else '**FAILED**'}: {md_escape(gate['detail'])}.")
+    fix = view.get("fix")
+    if fix:
+        lines.append(
+            f"Measured fix ({fix['count']} qconfig changes, `fix.toml`): output SQNR {fix['output_sqnr']['before']} → "
+            f"**{fix['output_sqnr']['after']}**, top-1 agreement {fix['top1']['before']} → **{fix['top1']['after']}**; "
+            f"parameters in float {fix['params']['before']} → {fix['params']['after']}."
+        )
     failed = [s["name"] for s in view["failed_stages"]]
     if failed:
         lines.append(f"Stages that failed: {md_escape(', '.join(failed))} (see the report).")
@@ -84,6 +91,8 @@ def run_summary(view: dict) -> tuple[str, dict]:
         "weights_trained": man["weights"]["trained"],
         "failed_stages": failed,
         "gate": gate,
+        "fix": {"changes": fix["changes"], "output_sqnr_db_after": _num(fix["gain_db"] + raw["output_sqnr_db"])}
+        if fix else None,
         "worst_layers": [{k: _num(v) for k, v in r.items()} for r in worst],
         "findings": [{"code": f["code"], "severity": f["severity"], "layer_fqn": f["layer_fqn"]} for f in view["findings"]],
     }

@@ -1,6 +1,6 @@
 """Comparison stages, run in this order; each returns one table for ``<run>/<stage>.parquet``."""
 
-from qreport.stages import activations, coverage, guidance, model, shadow, weights
+from qreport.stages import activations, coverage, fix, guidance, model, shadow, weights
 
 ORDER = (
     ("weights", weights.run),
@@ -9,4 +9,5 @@ ORDER = (
     ("model", model.run),
     ("coverage", coverage.run),
     ("guidance", guidance.run),
+    ("fix", fix.run),
 )

@@ -8,7 +8,8 @@ from torch import nn
 _QUANTIZED_PACKAGES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.ao.nn.quantized.dynamic")
 
 
-def _status(q_module) -> str:
+def quant_status(q_module) -> str:
+    """How a float module ended up in the int8 model: quantized, float, or fused into its neighbour."""
     if q_module is None or isinstance(q_module, nn.Identity):
         return "fused"
     return "quantized" if type(q_module).__module__.startswith(_QUANTIZED_PACKAGES) else "float"
@@ -42,7 +43,7 @@ def run(ctx) -> pd.DataFrame:
     for fqn, module in ctx.loaded.module.named_modules():
         if not fqn or list(module.children()) or not any(True for _ in module.parameters(recurse=False)):
             continue
-        status = _status(q_modules.get(fqn))
+        status = quant_status(q_modules.get(fqn))
         rows.append({"layer_fqn": fqn, "op_type": type(module).__name__, "status": status})
         seen.add(fqn)
     for stage in ("activations", "shadow"):

@@ -9,4 +9,4 @@ from qreport.guidance import findings, findings_table
 
 def run(ctx) -> pd.DataFrame:
     """Apply the guidance rules to the tables the earlier stages produced."""
-    return findings_table(findings(ctx.tables, weights_trained=ctx.loaded.weights_trained))
+    return findings_table(findings(ctx.tables, weights_trained=ctx.loaded.weights_trained, backend=ctx.config.backend))

@@ -18,15 +18,15 @@ def _first_tensor(out):
     raise TypeError(f"model output is a {type(out).__name__} without tensors")
 
 
-def run(ctx) -> pd.DataFrame:
-    """Run the plain float and int8 models on the evaluation batches."""
+def agreement(float_model, quantized, batches) -> dict:
+    """Output SQNR and top-1 agreement of ``quantized`` against ``float_model`` over ``batches``."""
     stats = LayerStats()
     agree = samples = 0
     classes: set[int] = set()
     with torch.no_grad():
-        for x in ctx.batches(ctx.data.evaluation, "model"):
-            ref = _first_tensor(ctx.loaded.module(x)).float()
-            out = _first_tensor(ctx.quantized(x))
+        for x in batches:
+            ref = _first_tensor(float_model(x)).float()
+            out = _first_tensor(quantized(x))
             out = out.dequantize() if out.is_quantized else out.float()
             stats.update(ref, out)
             if ref.dim() >= 2:
@@ -35,18 +35,19 @@ def run(ctx) -> pd.DataFrame:
                 samples += int(top_ref.numel())
                 classes.update(int(c) for c in top_ref.unique())
     row = stats.row()
-    return pd.DataFrame(
-        [
-            {
-                "samples": samples,
-                "batches": stats.batches,
-                "output_sqnr_db": row["sqnr_db"],
-                "top1_agreement": agree / samples if samples else float("nan"),
-                "cosine": row["cosine"],
-                "mse": row["mse"],
-                "max_abs_err": row["max_abs_err"],
-                "float_top1_classes": len(classes),
-                "nonfinite_count": row["nonfinite_count"],
-            }
-        ]
-    )
+    return {
+        "samples": samples,
+        "batches": stats.batches,
+        "output_sqnr_db": row["sqnr_db"],
+        "top1_agreement": agree / samples if samples else float("nan"),
+        "cosine": row["cosine"],
+        "mse": row["mse"],
+        "max_abs_err": row["max_abs_err"],
+        "float_top1_classes": len(classes),
+        "nonfinite_count": row["nonfinite_count"],
+    }
+
+
+def run(ctx) -> pd.DataFrame:
+    """Run the plain float and int8 models on the evaluation batches."""
+    return pd.DataFrame([agreement(ctx.loaded.module, ctx.quantized, ctx.batches(ctx.data.evaluation, "model"))])

@@ -1,0 +1,107 @@
+"""Stage 7: measure the guidance: re-quantize with its changes applied and compare before with after."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+from torch import nn
+
+from qreport.config import ModuleOverride, render_qconfig_toml
+from qreport.stages.coverage import quant_status
+from qreport.stages.model import agreement
+
+APPLIED_SEVERITIES = ("high", "medium")
+
+
+def suggested_overrides(guidance: pd.DataFrame | None) -> list[ModuleOverride]:
+    """One override per module from the high and medium findings, most severe first."""
+    if guidance is None or not len(guidance):
+        return []
+    chosen: dict[str, str] = {}
+    for row in guidance.sort_values("rank").to_dict("records"):
+        if row["severity"] in APPLIED_SEVERITIES and row["change_preset"] and row["layer_fqn"]:
+            chosen.setdefault(row["layer_fqn"].split(":", 1)[0], row["change_preset"])
+    return [ModuleOverride(module=m, preset=p) for m, p in chosen.items()]
+
+
+def macs_per_module(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """Multiply-accumulates per sample of every Conv/Linear module, from one forward with hooks."""
+    macs: dict[str, int] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            def hook(mod, args, out, name=name):
+                per_output = mod.weight[0].numel() if not isinstance(mod, nn.Linear) else mod.in_features
+                macs[name] = macs.get(name, 0) + int(out[0].numel()) * int(per_output)
+            hooks.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    return macs
+
+
+def cost(float_model: nn.Module, quantized: nn.Module, macs: dict[str, int]) -> dict:
+    """Share of parameters and MACs left in float, and the quantize/dequantize boundaries in the graph."""
+    q_modules = dict(quantized.named_modules())
+    params = float_params = 0
+    for name, module in float_model.named_modules():
+        if not name or list(module.children()):
+            continue
+        n = sum(p.numel() for p in module.parameters(recurse=False))
+        if not n:
+            continue
+        status = quant_status(q_modules.get(name))
+        if status == "fused":
+            continue
+        params += n
+        float_params += n if status == "float" else 0
+    total_macs = sum(macs.values())
+    float_macs = sum(v for k, v in macs.items() if quant_status(q_modules.get(k)) == "float")
+    boundaries = sum(1 for n in quantized.graph.nodes
+                     if n.target in (torch.quantize_per_tensor, "dequantize", torch.quantize_per_tensor_dynamic))
+    return {
+        "float_param_share": float_params / params if params else math.nan,
+        "float_mac_share": float_macs / total_macs if total_macs else math.nan,
+        "qdq_boundaries": boundaries,
+    }
+
+
+def run(ctx) -> pd.DataFrame:
+    """Two rows, before and after: output SQNR, top-1 agreement and cost, each from a real int8 model."""
+    extra = suggested_overrides(ctx.tables.get("guidance"))
+    macs = macs_per_module(ctx.loaded.module, ctx.data.example())
+    base = ctx.tables["model"].iloc[0] if "model" in ctx.tables else None
+    before = {
+        "step": "before", "changes": "",
+        "output_sqnr_db": float(base["output_sqnr_db"]) if base is not None else math.nan,
+        "top1_agreement": float(base["top1_agreement"]) if base is not None else math.nan,
+        **cost(ctx.loaded.module, ctx.quantized, macs),
+    }
+    rows = [before]
+    if extra:
+        flow = type(ctx.flow)(ctx.flow.backend, merged_overrides(ctx.config.overrides, extra), verbose=ctx.flow.verbose)
+        prepared = flow.prepare(ctx.loaded.module, ctx.data.example())
+        with torch.no_grad():
+            for x in ctx.batches(ctx.data.calibration, "fix: calibrate"):
+                prepared(x)
+        quantized = flow.convert(prepared)
+        after = agreement(ctx.loaded.module, quantized, ctx.batches(ctx.data.evaluation, "fix: evaluate"))
+        rows.append({
+            "step": "after", "changes": render_qconfig_toml(extra),
+            "output_sqnr_db": after["output_sqnr_db"], "top1_agreement": after["top1_agreement"],
+            **cost(ctx.loaded.module, quantized, macs),
+        })
+    ctx.fix_overrides = merged_overrides(ctx.config.overrides, extra)
+    return pd.DataFrame(rows)
+
+
+def merged_overrides(base, extra) -> tuple[ModuleOverride, ...]:
+    """``base`` with ``extra`` applied: a module named in both takes the ``extra`` setting, once."""
+    merged = {o.module: o for o in base}
+    merged.update({o.module: o for o in extra})
+    return tuple(merged.values())
