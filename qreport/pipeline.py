@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 import sys
 import time
 import traceback
@@ -160,6 +161,10 @@ def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False
         }
         if fail_under_sqnr is not None:
             manifest["gate"] = output_gate(ctx.tables.get("model"), fail_under_sqnr)
+        if data.skipped_files:
+            names = ", ".join(Path(f).name for f in data.skipped_files[:5])
+            more = f" and {len(data.skipped_files) - 5} more" if len(data.skipped_files) > 5 else ""
+            notes.append(f"{len(data.skipped_files)} unreadable image files skipped: {names}{more}")
         fix = ctx.tables.get("fix")
         if fix is not None and "after" in set(fix["step"]):
             writer.write_text("fix.toml", "# qreport: your overrides plus the guidance's changes; use with --qconfig\n"

@@ -97,3 +97,45 @@ def nan_weights():
     with torch.no_grad():
         model.fc.weight[0, 0] = float("nan")
     return model
+
+
+class BadNames(nn.Module):
+    """A module name with double quotes: torch.fx cannot generate code for it."""
+
+    example_input_shape = (3, 32, 32)
+
+    def __init__(self):
+        super().__init__()
+        self.add_module('say "hi"', nn.Conv2d(3, 8, 3))
+
+    def forward(self, x):
+        return getattr(self, 'say "hi"')(x)
+
+
+def bad_names():
+    return BadNames()
+
+
+# A class name is user data that reaches the report (coverage's op type) untouched.
+HostileConv = type("<script>alert('x')</script><img src=x onerror=alert(1)>", (nn.Conv2d,), {})
+
+
+class HostileClass(nn.Module):
+    """Markup in a module name and in a class name."""
+
+    example_input_shape = (3, 32, 32)
+
+    def __init__(self):
+        super().__init__()
+        self.add_module("<script>alert('x')</script>", nn.Conv2d(3, 8, 3))
+        self.conv = HostileConv(8, 8, 3)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = getattr(self, "<script>alert('x')</script>")(x)
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def hostile_class():
+    torch.manual_seed(0)
+    return HostileClass()

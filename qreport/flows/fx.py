@@ -268,14 +268,22 @@ def check_traceable(model: nn.Module) -> None:
                 raise
 
     tracer = LocatingTracer([], [])
+    copied = copy.deepcopy(model).eval()
     try:
-        tracer.trace(copy.deepcopy(model).eval())
+        graph = tracer.trace(copied)
     except Exception as exc:
         where = f"module {tracer.failed_in!r}" if tracer.failed_in else "the model's own forward"
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:160]
         raise InputError(
             f"torch.fx cannot trace {where} ({exc.__class__.__name__}: {first}); rewrite that forward without "
             "Python control flow on tensor values, or keep that part out of the traced model"
+        ) from None
+    try:
+        torch.fx.GraphModule(copied, graph)  # FX writes Python code for the graph; odd module names break it
+    except SyntaxError as exc:
+        raise InputError(
+            f"a module name breaks the Python code torch.fx generates ({exc.msg}); rename modules added with "
+            "add_module() to plain identifiers"
         ) from None
 
 
