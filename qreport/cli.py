@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="seed for synthetic data and random init (default: %(default)s)")
     b.add_argument("--out", metavar="DIR", help="run folder to write (default: reports/<model>)")
     b.add_argument("--force", action="store_true", help="replace an existing run folder (only once the new run is complete)")
+    b.add_argument("--target-sqnr", type=float, default=30.0, metavar="DB",
+                   help="output SQNR the suggested float set aims for (default: %(default)s)")
+    b.add_argument("--sensitivity-images", type=_positive, default=4, metavar="N",
+                   help="evaluation images per simulated sensitivity pass (default: %(default)s)")
     b.add_argument("--fail-under-sqnr", type=float, metavar="DB",
                    help="CI gate: exit 1 (report still written) if the model output SQNR is below DB")
     _add_common(b)
@@ -127,12 +131,14 @@ def cmd_build(args) -> int:
     from qreport.config import BuildConfig, load_qconfig_file
 
     overrides = load_qconfig_file(args.qconfig) if args.qconfig else ()
-    if args.fail_under_sqnr is not None and not math.isfinite(args.fail_under_sqnr):
-        raise InputError("--fail-under-sqnr needs a finite number of dB, e.g. 20")
+    for option, value in (("--fail-under-sqnr", args.fail_under_sqnr), ("--target-sqnr", args.target_sqnr)):
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"{option} needs a finite number of dB, e.g. 20")
     cfg = BuildConfig(
         model=args.model, weights=args.weights, checkpoint=args.checkpoint, backend=args.backend,
         qconfig_file=args.qconfig, overrides=overrides, data=args.data, calib_batches=args.calib_batches,
         eval_batches=args.eval_batches, batch_size=args.batch_size, input_shape=args.input_shape, seed=args.seed,
+        target_sqnr=args.target_sqnr, sensitivity_images=args.sensitivity_images,
     )
     out = args.out or f"reports/{cfg.model.rpartition(':')[2].replace('/', '_')}"
     if not args.quiet:

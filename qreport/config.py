@@ -58,6 +58,8 @@ class BuildConfig:
     input_shape: tuple[int, ...] | None = None
     seed: int = 0
     mode: str = "static"
+    target_sqnr: float = 30.0  # output SQNR the greedy float set aims for (dB)
+    sensitivity_images: int = 4  # evaluation images each simulated sensitivity pass runs
 
     def to_dict(self) -> dict:
         """The config as plain JSON-able data."""

@@ -28,6 +28,7 @@ class BuildContext:
     uncompared: dict[str, list[dict]] = dataclasses.field(default_factory=dict)  # stage -> [{layer, reason}]
     stage_status: dict[str, str] = dataclasses.field(default_factory=dict)  # stage -> ok | failed
     quiet: bool = False
+    macs: dict = dataclasses.field(default_factory=dict)  # module path -> MACs per sample
     fix_overrides: tuple = ()  # the user's overrides plus the guidance's applied changes
 
     def batches(self, split, desc: str):
@@ -35,9 +36,17 @@ class BuildContext:
         show = not self.quiet and sys.stderr.isatty()
         return tqdm(split, total=len(split), desc=f"  {desc}", unit="batch", leave=False, disable=not show, file=sys.stderr)
 
+    def progress(self, items, desc: str, unit: str = "layer"):
+        """A progress bar over any loop (hidden when quiet or not on a terminal)."""
+        show = not self.quiet and sys.stderr.isatty()
+        return tqdm(items, desc=f"  {desc}", unit=unit, leave=False, disable=not show, file=sys.stderr)
+
     def layer_fqn(self, node_name: str) -> str:
-        """Module path of an FX node; functions get ``scope:node`` so two adds in one block stay apart."""
+        """Module path of an FX node; other ops get ``scope:node`` (``(root):add`` at the top level).
+
+        Only a module path can take a qconfig override, so the colon marks what cannot.
+        """
         fqn = self.node_fqns.get(node_name)
-        if fqn is None:
-            return node_name
-        return fqn if node_name in self.module_nodes else f"{fqn}:{node_name}"
+        if node_name in self.module_nodes and fqn:
+            return fqn
+        return f"{fqn or '(root)'}:{node_name}"

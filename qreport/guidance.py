@@ -17,7 +17,7 @@ WORST_LAYERS = 3  # isolated-view layers always listed, even below the threshold
 PER_TENSOR_GAP_DB = 3.0  # a per-tensor layer this far below the per-channel layers' median: per-channel unused
 
 # Every code has one explanation partial: templates/partials/finding_<code>.html.j2
-CODES = ("random_weights", "weight_outlier", "per_tensor_weights", "error_origin", "inherited_error")
+CODES = ("random_weights", "weight_outlier", "per_tensor_weights", "sensitive_layer", "error_origin", "inherited_error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +114,28 @@ def _weight_findings(weights: pd.DataFrame, backend: str) -> list[Finding]:
     return out
 
 
+def _sensitivity_findings(sens: pd.DataFrame | None, backend: str) -> list[Finding]:
+    """The greedy float set: layers that, kept float together, reach the target output SQNR (simulated)."""
+    if sens is None or not len(sens):
+        return []
+    model = {r["layer"]: r for r in sens[sens.kind == "model"].to_dict("records")}
+    base = model.get("all quantized (simulated)", {}).get("quant_alone_sqnr_db", math.nan)
+    chosen = sens[(sens.kind == "layer") & (sens.greedy_step >= 0)].sort_values("greedy_step").to_dict("records")
+    out = []
+    for r in chosen:
+        chg = change(r["layer_fqn"], "float", backend)
+        how = "" if chg[0] else " It is not a module, so no per-module override can keep it float: keep its neighbours float."
+        out.append(Finding(
+            "sensitive_layer", "high" if chg[0] else "info", r["layer"], r["layer_fqn"], "sensitivity",
+            r["quant_alone_sqnr_db"], base, r["target_sqnr_db"], "originates",
+            f"step {r['greedy_step'] + 1} of the float set aiming at {r['target_sqnr_db']:g} dB: output SQNR "
+            f"{_db(r['greedy_sqnr_db'])} once this and the earlier steps are float (all quantized: {_db(base)}); "
+            f"quantized alone it gives {_db(r['quant_alone_sqnr_db'])}, kept float alone "
+            f"{_db(r['float_alone_sqnr_db'])} (simulated on {r['images']} images).{how}",
+            *chg))
+    return out
+
+
 def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True, backend: str = "x86") -> list[Finding]:
     """All findings, most severe and lowest SQNR first."""
     out: list[Finding] = []
@@ -126,6 +148,7 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True, back
                            "Weights: random initialisation.", "", "", ""))
     if weights is not None and len(weights):
         out.extend(_weight_findings(weights, backend))
+    out.extend(_sensitivity_findings(tables.get("sensitivity"), backend))
     if iso:
         median = _median(iso_df["sqnr_db"])
         ranked = iso_df.sort_values(["sqnr_db", "order"]).to_dict("records")
@@ -172,7 +195,7 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True, back
                 "", "", ""))
             break  # the worst one explains the pattern; the chart shows the rest
     rank = {"high": 0, "medium": 1, "info": 2}
-    return sorted(out, key=lambda f: (rank[f.severity], f.code == "inherited_error",
+    return sorted(out, key=lambda f: (rank[f.severity], f.code == "inherited_error", f.code == "sensitive_layer",
                                       f.value_db if math.isfinite(f.value_db) else -math.inf))
 
 

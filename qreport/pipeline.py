@@ -17,6 +17,7 @@ from qreport.config import BuildConfig, render_qconfig_toml
 from qreport.context import BuildContext
 from qreport.errors import InputError, QReportError
 from qreport.flows import FxStaticFlow, quiet_torch
+from qreport.macs import macs_per_module
 from qreport.models import load_model, recalibrate_batchnorm
 from qreport.schema import SCHEMA_VERSION
 from qreport.stages import ORDER
@@ -111,6 +112,7 @@ def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False
         ctx.node_fqns = flow.node_fqns(ctx.prepared, ctx.quantized)
         ctx.module_nodes = {n.name for n in ctx.quantized.graph.nodes if n.op == "call_module"}
         ctx.compare_after = flow.compare_after(ctx.quantized)
+        ctx.macs = macs_per_module(loaded.module, example)
         timings["convert"] = time.perf_counter() - t
         progress.done("convert", f"backend {cfg.backend}", timings["convert"])
 

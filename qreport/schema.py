@@ -7,7 +7,7 @@ import pyarrow as pa
 # Bump when a column is renamed, removed or changes meaning; readers refuse newer versions.
 SCHEMA_VERSION = 1
 
-STAGES = ("weights", "activations", "shadow", "model", "coverage", "guidance", "fix")
+STAGES = ("weights", "activations", "shadow", "model", "sensitivity", "coverage", "guidance", "fix")
 
 _ACTIVATION_COLUMNS = [
     ("layer", pa.string()),  # Numeric Suite layer name (the int8 FX node)
@@ -70,6 +70,25 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("max_abs_err", pa.float64()),
         ("float_top1_classes", pa.int32()),  # distinct top-1 classes the float model predicted
         ("nonfinite_count", pa.int64()),
+    ],
+    "sensitivity": [
+        ("kind", pa.string()),  # model: a whole-model configuration; layer: one quantized op
+        ("layer", pa.string()),  # FX node, or the configuration's name for model rows
+        ("layer_fqn", pa.string()),
+        ("op_type", pa.string()),
+        ("order", pa.int32()),
+        ("has_weights", pa.bool_()),
+        ("macs", pa.int64()),  # per sample
+        ("float_alone_sqnr_db", pa.float64()),  # output SQNR with only this layer kept float (simulated)
+        ("float_alone_top1", pa.float64()),
+        ("quant_alone_sqnr_db", pa.float64()),  # with only this layer quantized; model rows: that configuration
+        ("quant_alone_top1", pa.float64()),
+        ("gain_db", pa.float64()),  # float_alone − all quantized (simulated)
+        ("greedy_step", pa.int32()),  # position in the greedy float set, −1 if not chosen
+        ("greedy_sqnr_db", pa.float64()),  # simulated output SQNR once this and earlier steps are float
+        ("images", pa.int32()),
+        ("target_sqnr_db", pa.float64()),
+        ("sim_vs_real_db", pa.float64()),  # SQNR of the simulated vs the real int8 output (model rows)
     ],
     "coverage": [
         ("layer_fqn", pa.string()),

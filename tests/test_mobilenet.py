@@ -49,6 +49,13 @@ def test_seed_scenario_flags_features_17_and_random_weights_are_loud(tmp_path):
     assert (weight_findings.code == "per_tensor_weights").all()
     assert weight_findings.change_toml.iloc[0].endswith('= "per_channel"')
 
+    fix = pd.read_parquet(out / "fix.parquet").set_index("step")
+    assert '"features.17.conv.2" = "per_channel"' in fix.loc["after", "changes"]
+    assert "Measured: the" in html and fix.loc["after"].notna().all()
+    sens = pd.read_parquet(out / "sensitivity.parquet")
+    layers = set(sens[sens.kind == "layer"].layer_fqn)
+    assert "features.17.conv.2" in layers and "features.0.0" not in layers  # kept float: nothing to toggle
+
     coverage = pd.read_parquet(out / "coverage.parquet").set_index("layer_fqn")
     assert coverage.loc["features.0.0", "status"] == "float"
     assert coverage.loc["features.1.conv.1", "status"] == "float"

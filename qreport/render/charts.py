@@ -143,3 +143,27 @@ def delta_chart(labels: list[str], series: dict[str, list[float]]) -> str:
     ax.legend(fontsize=7, loc="lower left", frameon=False)
     _axis_labels(ax, labels)
     return _svg(fig, "delta")
+
+
+def sensitivity_chart(labels: list[str], quant_alone: list[float], float_alone: list[float], chosen: list[bool],
+                      base: float, target: float) -> str:
+    """Output SQNR with only each layer quantized, and with only it kept float; the greedy set shaded."""
+    fig, ax = _figure(len(labels))
+    shown, ceiling, capped = _display(quant_alone + float_alone + [base])
+    q, f = shown[:len(labels)], shown[len(labels):2 * len(labels)]
+    x = list(range(len(labels)))
+    ax.plot(x, q, color=ORANGE, marker="o", markersize=3, linewidth=1.0, label="only this layer quantized")
+    ax.plot(x, f, color=BLUE, marker="s", markersize=3, linewidth=1.0, label="only this layer kept float")
+    for i, c in enumerate(chosen):
+        if c:
+            ax.axvspan(i - 0.5, i + 0.5, color=BAD, alpha=0.15, linewidth=0)
+    if math.isfinite(base):
+        ax.axhline(base, color=GREY, linewidth=0.8, linestyle="--", label="all quantized")
+    if math.isfinite(target) and target <= ceiling:
+        ax.axhline(target, color=BAD, linewidth=0.8, linestyle=":", label="target")
+    if capped:
+        _mark_exact(ax, ceiling)
+    ax.set_ylabel("model output SQNR (dB), simulated")
+    ax.legend(fontsize=7, loc="best", frameon=True, framealpha=0.9)
+    _axis_labels(ax, labels)
+    return _svg(fig, "sensitivity")

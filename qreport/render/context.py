@@ -9,6 +9,7 @@ import pandas as pd
 from qreport import guidance as rules
 from qreport.render import charts
 from qreport.render.fmt import dom_id, fmt_db, fmt_num, fmt_pct, sort_key
+from qreport.schema import STAGES
 from qreport.store import RunReader
 
 HISTOGRAM_LAYERS = 3
@@ -93,6 +94,16 @@ def raw_layers(weights, prop, iso) -> list[dict]:
     return out
 
 
+def _threshold_text(f: dict) -> str:
+    if math.isnan(f["threshold"]):
+        return ""
+    if f["code"] == "sensitive_layer":
+        return f"target output SQNR {f['threshold']:g} dB (--target-sqnr)"
+    if f["code"] == "per_tensor_weights":
+        return f"{f['threshold']:g} dB below the per-channel layers' median"
+    return f"{f['threshold']:g} dB below the median"
+
+
 def _findings(guidance: list[dict]) -> list[dict]:
     out = []
     for f in guidance:
@@ -104,7 +115,7 @@ def _findings(guidance: list[dict]) -> list[dict]:
             "view": f["view"],
             "value": fmt_db(f["value_db"]),
             "median": fmt_db(f["median_db"]),
-            "threshold": "" if math.isnan(f["threshold"]) else f"{f['threshold']:g} dB below the median",
+            "threshold": _threshold_text(f),
             "origin": f["origin"],
             "evidence": f["evidence"],
             "change_toml": f["change_toml"],
@@ -147,6 +158,33 @@ def _fix(fix: list[dict]) -> dict | None:
     }
 
 
+def _sensitivity(sens: list[dict]) -> dict | None:
+    """The simulated whole-model split and the per-layer sensitivity chart."""
+    if not sens:
+        return None
+    model = [r for r in sens if r["kind"] == "model"]
+    layers = sorted((r for r in sens if r["kind"] == "layer"), key=lambda r: r["order"])
+    by_name = {r["layer"]: r for r in model}
+    base = by_name.get("all quantized (simulated)", {}).get("quant_alone_sqnr_db", math.nan)
+    agreement = by_name.get("all quantized (simulated)", {}).get("sim_vs_real_db", math.nan)
+    chosen = sorted((r for r in layers if r["greedy_step"] >= 0), key=lambda r: r["greedy_step"])
+    target = layers[0]["target_sqnr_db"] if layers else math.nan
+    reached = bool(chosen) and chosen[-1]["greedy_sqnr_db"] >= target
+    return {
+        "split": [{"name": r["layer"], "sqnr": fmt_db(r["quant_alone_sqnr_db"]), "top1": fmt_pct(r["quant_alone_top1"])}
+                  for r in model],
+        "agreement": fmt_db(agreement),
+        "images": layers[0]["images"] if layers else 0,
+        "target": fmt_db(target),
+        "chosen": [{"fqn": r["layer_fqn"], "sqnr": fmt_db(r["greedy_sqnr_db"])} for r in chosen],
+        "reached": reached,
+        "base": fmt_db(base),
+        "chart": charts.sensitivity_chart([r["layer_fqn"] for r in layers], [r["quant_alone_sqnr_db"] for r in layers],
+                                          [r["float_alone_sqnr_db"] for r in layers],
+                                          [r["greedy_step"] >= 0 for r in layers], base, target) if layers else "",
+    }
+
+
 def _verdict(model: list[dict], findings: list[dict], iso, prop) -> dict:
     m = model[0] if model else {}
     bad = sorted({f["layer_fqn"] for f in findings if f["severity"] in ("high", "medium") and f["layer_fqn"]})
@@ -176,6 +214,7 @@ def build_view(reader: RunReader) -> dict:
     coverage = _records(reader.table("coverage"))
     guidance = _records(reader.table("guidance"))
     fix = _fix(_records(reader.table("fix")))
+    sensitivity = _sensitivity(_records(reader.table("sensitivity")))
     findings = _findings(guidance)
     flagged_weights = {f["layer"] for f in guidance if f["view"] == "weights" and f["severity"] in ("high", "medium")}
 
@@ -193,8 +232,7 @@ def build_view(reader: RunReader) -> dict:
         charts_view["activations"] = charts.activations_chart(
             labels, [by_prop.get(k, math.nan) for k in order], iso_values, _bad(iso_values, _median(iso_values)))
 
-    stages = [{"name": name, **reader.stage_status(name)} for name in ("weights", "activations", "shadow", "model",
-                                                                      "coverage", "guidance")]
+    stages = [{"name": name, **reader.stage_status(name)} for name in STAGES]
     cov_counts = {}
     for r in coverage:
         cov_counts[r["status"]] = cov_counts.get(r["status"], 0) + 1
@@ -206,6 +244,7 @@ def build_view(reader: RunReader) -> dict:
         "model": model[0] if model else None,
         "findings": findings,
         "fix": fix,
+        "sensitivity": sensitivity,
         "thresholds": {"gap_medium": rules.GAP_MEDIUM_DB, "gap_high": rules.GAP_HIGH_DB,
                        "clipped": fmt_pct(rules.CLIPPED_FRACTION, 0), "rmse": rules.RMSE_OVER_STEP},
         "charts": charts_view,

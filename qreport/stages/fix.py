@@ -26,25 +26,6 @@ def suggested_overrides(guidance: pd.DataFrame | None) -> list[ModuleOverride]:
     return [ModuleOverride(module=m, preset=p) for m, p in chosen.items()]
 
 
-def macs_per_module(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
-    """Multiply-accumulates per sample of every Conv/Linear module, from one forward with hooks."""
-    macs: dict[str, int] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-            def hook(mod, args, out, name=name):
-                per_output = mod.weight[0].numel() if not isinstance(mod, nn.Linear) else mod.in_features
-                macs[name] = macs.get(name, 0) + int(out[0].numel()) * int(per_output)
-            hooks.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(example[:1])
-    finally:
-        for h in hooks:
-            h.remove()
-    return macs
-
-
 def cost(float_model: nn.Module, quantized: nn.Module, macs: dict[str, int]) -> dict:
     """Share of parameters and MACs left in float, and the quantize/dequantize boundaries in the graph."""
     q_modules = dict(quantized.named_modules())
@@ -74,7 +55,7 @@ def cost(float_model: nn.Module, quantized: nn.Module, macs: dict[str, int]) -> 
 def run(ctx) -> pd.DataFrame:
     """Two rows, before and after: output SQNR, top-1 agreement and cost, each from a real int8 model."""
     extra = suggested_overrides(ctx.tables.get("guidance"))
-    macs = macs_per_module(ctx.loaded.module, ctx.data.example())
+    macs = ctx.macs
     base = ctx.tables["model"].iloc[0] if "model" in ctx.tables else None
     before = {
         "step": "before", "changes": "",

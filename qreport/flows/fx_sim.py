@@ -1,0 +1,161 @@
+"""Simulated int8 on the calibrated FX model: fake-quantize any chosen set of ops without re-preparing.
+
+The prepared model already holds every observer's range. Each observer becomes a switchable fake-quantize
+step with the qparams ``convert_fx`` will use, and each quantized op's weight can be swapped for the
+dequantized int8 weight. An observer is active when its producer or one of its consumers is quantized: that
+is where the real int8 model has a quantize step, so keeping a run of ops float removes the steps inside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+from torch import nn
+
+_DTYPE_RANGE = {torch.quint8: (0, 255), torch.qint8: (-128, 127)}
+_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+class _FakeQuant(nn.Module):
+    """Per-tensor fake quantization with fixed qparams, on or off.
+
+    ``own`` holds qparams from this position alone (a MinMax observer over the calibration data): used when
+    the producer is float, where the real model would observe this value on its own rather than share the
+    range of a quantized op's output (ReLU6 shares its input's range).
+    """
+
+    def __init__(self, observer, qmin: int, qmax: int):
+        super().__init__()
+        scale, zero_point = observer.calculate_qparams()
+        self.scale, self.zero_point, self.qmin, self.qmax = float(scale), int(zero_point), qmin, qmax
+        self.own = (self.scale, self.zero_point)
+        self.enabled = True
+        self.use_own = False
+        self.recorder = None
+        kwargs = {"dtype": observer.dtype, "qscheme": observer.qscheme}
+        if getattr(observer, "quant_min", None) is not None:
+            kwargs.update(quant_min=observer.quant_min, quant_max=observer.quant_max)
+        self._recorder_kwargs = kwargs
+
+    def record(self, on: bool) -> None:
+        """Start (or finish) observing this position alone."""
+        from torch.ao.quantization.observer import MinMaxObserver
+
+        if on:
+            self.recorder = MinMaxObserver(**self._recorder_kwargs)
+        elif self.recorder is not None:
+            scale, zero_point = self.recorder.calculate_qparams()
+            self.own = (float(scale), int(zero_point))
+            self.recorder = None
+
+    def forward(self, x):
+        if self.recorder is not None and x.is_floating_point():
+            self.recorder(x.detach())
+            return x
+        if not self.enabled or not x.is_floating_point():
+            return x
+        scale, zero_point = self.own if self.use_own else (self.scale, self.zero_point)
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, self.qmin, self.qmax)
+
+
+@dataclasses.dataclass
+class _Edge:
+    module: _FakeQuant
+    producer: str
+    consumers: list[str]
+
+
+def _weighted_leaf(module: nn.Module) -> nn.Module | None:
+    if isinstance(module, _WEIGHTED):
+        return module
+    for child in module.children():  # fused modules (ConvReLU2d) wrap the conv first
+        if isinstance(child, _WEIGHTED):
+            return child
+    return None
+
+
+class Simulator:
+    """Runs the calibrated model with fake quantization on any subset of its ops."""
+
+    def __init__(self, prepared: nn.Module, quantized: nn.Module, calibration=()):
+        from torch.ao.quantization.observer import ObserverBase
+
+        self.model = copy.deepcopy(prepared).eval()
+        edges: list[_Edge] = []
+        obs_nodes = set()
+        for node in list(self.model.graph.nodes):
+            if node.op != "call_module":
+                continue
+            module = self.model.get_submodule(node.target)
+            if not isinstance(module, ObserverBase):
+                continue
+            obs_nodes.add(node.name)
+            fq = self._fake_quant(module)
+            if fq is None:
+                continue
+            # one switch per graph position, even where observers are shared (ReLU6 shares its input's)
+            target = f"qreport_fake_quant_{node.name}"
+            self.model.add_submodule(target, fq)
+            node.target = target
+            producer = node.args[0].name if isinstance(node.args[0], torch.fx.Node) else ""
+            edges.append(_Edge(fq, producer, [u.name for u in node.users]))
+        self.model.recompile()
+        self.edges = edges
+        self.ops = [n.name for n in self.model.graph.nodes
+                    if n.op in ("call_module", "call_function", "call_method") and n.name not in obs_nodes]
+        self.observed_ops = {e.producer for e in edges} & set(self.ops)
+        self.weights: dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor]] = {}
+        for node in self.model.graph.nodes:
+            if node.op != "call_module" or node.name in obs_nodes:
+                continue
+            leaf = _weighted_leaf(self.model.get_submodule(node.target))
+            try:
+                q_module = quantized.get_submodule(node.target)
+            except AttributeError:
+                continue
+            q_weight = getattr(q_module, "weight", None)
+            q_weight = q_weight() if callable(q_weight) else None
+            if leaf is not None and isinstance(q_weight, torch.Tensor) and q_weight.is_quantized:
+                self.weights[node.name] = (leaf, leaf.weight.detach().clone(), q_weight.dequantize())
+        self._record_own_ranges(calibration)
+
+    @torch.no_grad()
+    def _record_own_ranges(self, calibration) -> None:
+        self.configure(float_ops=set(self.ops))
+        for edge in self.edges:
+            edge.module.record(True)
+        for x in calibration:
+            self.model(x)
+        for edge in self.edges:
+            edge.module.record(False)
+
+    @staticmethod
+    def _fake_quant(observer) -> _FakeQuant | None:
+        if observer.dtype not in _DTYPE_RANGE:
+            return None
+        scale, _ = observer.calculate_qparams()
+        if scale.numel() != 1:
+            return None
+        qmin, qmax = _DTYPE_RANGE[observer.dtype]
+        return _FakeQuant(observer, qmin, qmax)
+
+    def configure(self, float_ops=frozenset(), weights: bool = True, activations: bool = True) -> None:
+        """Quantize every op except ``float_ops``; ``weights``/``activations`` switch either kind off entirely."""
+        quantized = set(self.ops) - set(float_ops)
+        for edge in self.edges:
+            edge.module.enabled = activations and (
+                edge.producer in quantized or any(c in quantized for c in edge.consumers))
+            edge.module.use_own = edge.producer in self.ops and edge.producer not in quantized
+        for name, (leaf, float_w, int8_w) in self.weights.items():
+            leaf.weight.data = int8_w if (weights and name in quantized) else float_w
+
+    def only(self, op: str) -> None:
+        """Quantize ``op`` alone."""
+        self.configure(float_ops=set(self.ops) - {op})
+
+    @torch.no_grad()
+    def outputs(self, batches) -> list[torch.Tensor]:
+        """The model's outputs for ``batches`` under the current configuration."""
+        return [self.model(x) for x in batches]

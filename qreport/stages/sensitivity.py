@@ -1,0 +1,136 @@
+"""Stage: per-layer sensitivity on a simulated int8 model, and the greedy float set for a target SQNR.
+
+Each layer is measured twice on a few evaluation images: the model with only that layer kept float, and
+with only that layer quantized. Numbers are simulated (fake quantization with the real qparams and int8
+weights); the fix stage re-quantizes for real to verify the chosen set.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+
+from qreport.flows.fx import short_type
+from qreport.flows.fx_sim import Simulator
+from qreport.stages.model import _first_tensor
+from qreport.streaming import LayerStats
+
+GREEDY_MAX_LAYERS = 10
+GREEDY_MIN_GAIN_DB = 0.1
+
+
+def _images(split, n: int) -> list[torch.Tensor]:
+    out, have = [], 0
+    for x in split:
+        out.append(x[: n - have])
+        have += out[-1].shape[0]
+        if have >= n:
+            break
+    return out
+
+
+def _score(refs, outs) -> tuple[float, float]:
+    stats = LayerStats()
+    agree = total = 0
+    for ref, out in zip(refs, outs):
+        out = out.dequantize() if out.is_quantized else out
+        stats.update(ref, out)
+        if ref.dim() >= 2:
+            agree += int((ref.argmax(1) == out.argmax(1)).sum())
+            total += ref.shape[0]
+    return stats.row()["sqnr_db"], (agree / total if total else math.nan)
+
+
+def run(ctx) -> pd.DataFrame:
+    """Rows of kind ``model`` (simulated whole-model configurations) and ``layer`` (one per quantized op)."""
+    batches = _images(ctx.data.evaluation, ctx.config.sensitivity_images)
+    sim = Simulator(ctx.prepared, ctx.quantized, ctx.data.calibration)
+    with torch.no_grad():
+        refs = [_first_tensor(ctx.loaded.module(x)).float() for x in batches]
+        real = [_first_tensor(ctx.quantized(x)) for x in batches]
+
+    def measure(**config) -> tuple[float, float]:
+        sim.configure(**config)
+        return _score(refs, [_first_tensor(o) for o in sim.outputs(batches)])
+
+    base_db, base_top1 = measure()
+    sim_outs = [_first_tensor(o) for o in sim.outputs(batches)]
+    agreement_db, _ = _score([r.dequantize() if r.is_quantized else r for r in real], sim_outs)
+    real_db, real_top1 = _score(refs, real)
+    rows = [
+        _model_row("int8 model (real)", real_db, real_top1),
+        _model_row("all quantized (simulated)", base_db, base_top1, agreement_db),
+        _model_row("weights only quantized", *measure(activations=False)),
+        _model_row("activations only quantized", *measure(weights=False)),
+    ]
+    layers = [op for op in sim.ops if op in sim.observed_ops or op in sim.weights]
+    measured = []
+    for order, op in enumerate(ctx.progress(layers, "sensitivity")):
+        float_db, float_top1 = measure(float_ops={op})
+        quant_db, quant_top1 = measure(float_ops=set(sim.ops) - {op})
+        measured.append((order, op, float_db, float_top1, quant_db, quant_top1))
+    greedy = _greedy(measured, base_db, ctx.config.target_sqnr, measure)
+    for order, op, float_db, float_top1, quant_db, quant_top1 in measured:
+        fqn = ctx.layer_fqn(op)
+        step, step_db = greedy.get(op, (-1, math.nan))
+        rows.append({
+            "kind": "layer", "layer": op, "layer_fqn": fqn, "op_type": short_type(_op_type(ctx, op)),
+            "order": order, "has_weights": op in sim.weights, "macs": int(ctx.macs.get(fqn, 0)),
+            "float_alone_sqnr_db": float_db, "float_alone_top1": float_top1,
+            "quant_alone_sqnr_db": quant_db, "quant_alone_top1": quant_top1,
+            "gain_db": float_db - base_db, "greedy_step": step, "greedy_sqnr_db": step_db,
+            "images": sum(b.shape[0] for b in batches), "target_sqnr_db": ctx.config.target_sqnr,
+            "sim_vs_real_db": math.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def _greedy(measured, base_db: float, target: float, measure) -> dict[str, tuple[int, float]]:
+    """A small set of layers to keep float that reaches ``target`` (simulated), in the order they help.
+
+    Candidates go most harmful first (lowest SQNR when quantized alone, then largest gain when kept float
+    alone), added one at a time until the target is met; then each is dropped again if the target holds
+    without it. Neighbours that share an activation range only help together, which this order catches.
+    """
+    if base_db >= target:
+        return {}
+    ranked = sorted(measured, key=lambda m: (m[4], -(m[2] - base_db), m[0]))
+    chosen: list[str] = []
+    current = base_db
+    for _, op, *_ in ranked:
+        if current >= target or len(chosen) >= GREEDY_MAX_LAYERS:
+            break
+        chosen.append(op)
+        current, _ = measure(float_ops=frozenset(chosen))
+    if current >= target:
+        for op in list(reversed(chosen)):
+            rest = [c for c in chosen if c != op]
+            if rest and measure(float_ops=frozenset(rest))[0] >= target:
+                chosen = rest
+    steps: dict[str, tuple[int, float]] = {}
+    for i, op in enumerate(chosen):
+        steps[op] = (i, measure(float_ops=frozenset(chosen[: i + 1]))[0])
+    if steps and max(v for _, v in steps.values()) - base_db < GREEDY_MIN_GAIN_DB:
+        return {}  # nothing helps: suggest no float layers
+    return steps
+
+
+def _op_type(ctx, op: str) -> str:
+    for node in ctx.quantized.graph.nodes:
+        if node.name == op:
+            if node.op == "call_module":
+                return type(ctx.quantized.get_submodule(node.target)).__module__ + "." + \
+                    type(ctx.quantized.get_submodule(node.target)).__name__
+            return getattr(node.target, "__name__", str(node.target))
+    return ""
+
+
+def _model_row(name: str, sqnr: float, top1: float, sim_vs_real: float = math.nan) -> dict:
+    return {
+        "kind": "model", "layer": name, "layer_fqn": "", "op_type": "", "order": -1, "has_weights": False,
+        "macs": 0, "float_alone_sqnr_db": math.nan, "float_alone_top1": math.nan,
+        "quant_alone_sqnr_db": sqnr, "quant_alone_top1": top1, "gain_db": math.nan, "greedy_step": -1,
+        "greedy_sqnr_db": math.nan, "images": 0, "target_sqnr_db": math.nan, "sim_vs_real_db": sim_vs_real,
+    }

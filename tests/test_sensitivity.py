@@ -1,0 +1,79 @@
+"""Sensitivity on the simulated int8 model, the greedy float set, and the measured fix it feeds."""
+
+import math
+
+import pandas as pd
+import torch
+
+from conftest import tiny_args
+from qreport.cli import main
+from qreport.data import synthetic
+from qreport.flows.fx import FxStaticFlow
+from qreport.flows.fx_sim import Simulator
+from qreport.streaming import LayerStats
+import toy_models
+
+
+def _sqnr(refs, outs):
+    stats = LayerStats()
+    for r, o in zip(refs, outs):
+        stats.update(r, o.dequantize() if o.is_quantized else o)
+    return stats.row()["sqnr_db"]
+
+
+def test_simulation_matches_the_real_int8_model_and_can_switch_everything_off():
+    model = toy_models.tiny_cnn().eval()
+    data = synthetic((3, 32, 32), 4, 2, 2, seed=0)
+    flow = FxStaticFlow("x86")
+    prepared = flow.prepare(model, data.example())
+    with torch.no_grad():
+        for x in data.calibration:
+            prepared(x)
+        quantized = flow.convert(prepared)
+        sim = Simulator(prepared, quantized, data.calibration)
+        batches = list(data.evaluation)
+        real = [quantized(x) for x in batches]
+        refs = [model(x) for x in batches]
+    sim.configure()
+    assert _sqnr(real, sim.outputs(batches)) > 40.0  # the simulation is the int8 model, to rounding
+    sim.configure(float_ops=set(sim.ops))
+    assert _sqnr(refs, sim.outputs(batches)) > 100.0  # nothing quantized: the float model
+    sim.configure(weights=False)
+    weights_off = _sqnr(refs, sim.outputs(batches))
+    sim.configure()
+    assert weights_off >= _sqnr(refs, sim.outputs(batches)) - 0.01
+
+
+def test_sensitivity_table_has_every_quantized_op_and_the_model_split(tiny_run):
+    sens = pd.read_parquet(tiny_run / "sensitivity.parquet")
+    model = sens[sens.kind == "model"].set_index("layer")
+    assert list(model.index) == ["int8 model (real)", "all quantized (simulated)", "weights only quantized",
+                                 "activations only quantized"]
+    assert model.loc["all quantized (simulated)", "sim_vs_real_db"] > 40.0
+    layers = sens[sens.kind == "layer"]
+    assert {"stem.0", "stem.2", "block.0", "fc", "(root):add"} <= set(layers.layer_fqn)
+    assert layers.images.eq(4).all()
+
+
+def test_the_greedy_float_set_finds_the_pair_that_shares_a_range_and_the_fix_measures_it(tmp_path):
+    out = tmp_path / "run"
+    assert main(tiny_args(out, "bad_channel_cnn")) == 0
+    sens = pd.read_parquet(out / "sensitivity.parquet")
+    chosen = sens[sens.greedy_step >= 0].sort_values("greedy_step")
+    assert set(chosen.layer_fqn) == {"stem.0", "stem.2"}  # only together do they drop the wide range
+    assert chosen.greedy_sqnr_db.iloc[-1] >= 30.0
+    guidance = pd.read_parquet(out / "guidance.parquet")
+    sensitive = guidance[guidance.code == "sensitive_layer"]
+    assert set(sensitive.layer_fqn) == {"stem.0", "stem.2"} and sensitive.severity.eq("high").all()
+    fix = pd.read_parquet(out / "fix.parquet").set_index("step")
+    assert fix.loc["after", "output_sqnr_db"] >= 30.0 > fix.loc["before", "output_sqnr_db"]
+    assert 0 < fix.loc["after", "float_param_share"] < 0.5
+    assert fix.loc["after", "qdq_boundaries"] == fix.loc["before", "qdq_boundaries"] == 2  # float at the input: no island
+
+
+def test_a_reachable_target_suggests_no_float_layers(tmp_path):
+    out = tmp_path / "run"
+    assert main(tiny_args(out, "tiny_cnn", "--target-sqnr", "5")) == 0
+    sens = pd.read_parquet(out / "sensitivity.parquet")
+    assert (sens.greedy_step < 0).all()
+    assert not math.isnan(sens[sens.kind == "layer"].target_sqnr_db.iloc[0])
