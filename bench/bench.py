@@ -62,11 +62,35 @@ def child_qreport(model_name: str, images: int) -> dict:
     from qreport.config import BuildConfig
     from qreport.pipeline import build
 
+    import pandas as pd
+
     with tempfile.TemporaryDirectory() as tmp:
         cfg = BuildConfig(model=model_name, eval_batches=images // BATCH, batch_size=BATCH, calib_batches=CALIB_BATCHES)
         manifest = build(cfg, str(Path(tmp) / "run"), quiet=True)
+        sens = pd.read_parquet(Path(tmp) / "run" / "sensitivity.parquet")
     stages = {k: v["seconds"] for k, v in manifest["stages"].items()}
-    return {"stages": stages, "rss_mb": _peak_rss_mb()}
+    return {"stages": stages, "rss_mb": _peak_rss_mb(), "sensitivity_layers": int((sens.kind == "layer").sum())}
+
+
+def child_requant(model_name: str, images: int) -> dict:
+    """One cycle of the naive sensitivity: prepare, calibrate, convert, evaluate on the sensitivity images."""
+    import torch
+
+    from qreport.stages.model import agreement
+
+    float_model, prepared, flow, data = _setup(model_name, BATCH * CALIB_BATCHES)
+    example = data.example()
+    few = [next(iter(data.evaluation))[:4]]
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        p = flow.prepare(float_model, example)
+        with torch.no_grad():
+            for x in data.calibration:
+                p(x)
+        agreement(float_model, flow.convert(p), few)
+        times.append(time.perf_counter() - t)
+    return {"seconds": statistics.median(times)}
 
 
 def child_tutorial(model_name: str, images: int) -> dict:
@@ -141,7 +165,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         kind, model_name, images = args.child
-        fn = {"qreport": child_qreport, "tutorial": child_tutorial, "floor": child_floor}[kind]
+        fn = {"qreport": child_qreport, "tutorial": child_tutorial, "floor": child_floor, "requant": child_requant}[kind]
         print(json.dumps(fn(model_name, int(images))))
         return 0
 
@@ -171,6 +195,14 @@ def main() -> int:
         sizes = sorted(rss)
         print(f"{model_name}: peak RSS at {sizes[-1]} images / at {sizes[0]} images = "
               f"{rss[sizes[-1]] / rss[sizes[0]]:.3f}", flush=True)
+    q = run_child("qreport", "mobilenet_v2", 32)
+    cycle = run_child("requant", "mobilenet_v2", 32)["seconds"]
+    n = q["sensitivity_layers"]
+    naive = 2 * n * cycle
+    print(f"sensitivity, mobilenet_v2 defaults ({n} layers x 2 configurations, 4 images, simulated): "
+          f"{q['stages']['sensitivity']:.1f} s; re-quantizing per layer instead: 2 x {n} x {cycle:.2f} s "
+          f"(one prepare/calibrate/convert/evaluate cycle, median of 3) = {naive:.0f} s, "
+          f"{naive / q['stages']['sensitivity']:.0f}x slower")
     print(f"default build (qreport build --model mobilenet_v2, import included): {default_build_seconds():.1f} s")
     return 0
 
