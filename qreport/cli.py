@@ -130,13 +130,13 @@ def cmd_build(args) -> int:
     """``qreport build``."""
     from qreport.config import BuildConfig, load_qconfig_file
 
-    overrides = load_qconfig_file(args.qconfig) if args.qconfig else ()
+    overrides, thresholds = load_qconfig_file(args.qconfig) if args.qconfig else ((), ())
     for option, value in (("--fail-under-sqnr", args.fail_under_sqnr), ("--target-sqnr", args.target_sqnr)):
         if value is not None and not math.isfinite(value):
             raise InputError(f"{option} needs a finite number of dB, e.g. 20")
     cfg = BuildConfig(
         model=args.model, weights=args.weights, checkpoint=args.checkpoint, backend=args.backend,
-        qconfig_file=args.qconfig, overrides=overrides, data=args.data, calib_batches=args.calib_batches,
+        qconfig_file=args.qconfig, overrides=overrides, thresholds=thresholds, data=args.data, calib_batches=args.calib_batches,
         eval_batches=args.eval_batches, batch_size=args.batch_size, input_shape=args.input_shape, seed=args.seed,
         target_sqnr=args.target_sqnr, sensitivity_images=args.sensitivity_images,
     )

@@ -58,6 +58,7 @@ class BuildConfig:
     input_shape: tuple[int, ...] | None = None
     seed: int = 0
     mode: str = "static"
+    thresholds: tuple[tuple[str, float], ...] = ()  # guidance thresholds overridden by the qconfig file
     target_sqnr: float = 30.0  # output SQNR the greedy float set aims for (dB)
     sensitivity_images: int = 4  # evaluation images each simulated sensitivity pass runs
 
@@ -65,6 +66,7 @@ class BuildConfig:
         """The config as plain JSON-able data."""
         d = dataclasses.asdict(self)
         d["overrides"] = [dataclasses.asdict(o) for o in self.overrides]
+        d["thresholds"] = dict(self.thresholds)
         d["input_shape"] = list(self.input_shape) if self.input_shape else None
         return d
 
@@ -109,23 +111,45 @@ def _parse_override(module: str, value, where: str) -> ModuleOverride:
     raise InputError(f"{where}: module {module!r} must map to a qconfig name or a table, not {type(value).__name__}")
 
 
-def parse_qconfig_text(text: str, where: str = "qconfig") -> tuple[ModuleOverride, ...]:
-    """Parse a qconfig TOML document into per-module overrides, in file order."""
+def _parse_thresholds(table, where: str) -> tuple[tuple[str, float], ...]:
+    from qreport.guidance import Thresholds
+
+    known = {f.name: f.type for f in dataclasses.fields(Thresholds)}
+    if not isinstance(table, dict):
+        raise InputError(f"{where}: 'thresholds' must be a table of name = number")
+    pairs = []
+    for name, value in table.items():
+        if name not in known:
+            raise InputError(f"{where}: unknown threshold {name!r}{_suggest(name, known)}; use one of {', '.join(known)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+            raise InputError(f"{where}: threshold {name!r} must be a non-negative number, not {value!r}")
+        pairs.append((name, float(value)))
+    return tuple(pairs)
+
+
+def parse_qconfig_document(text: str, where: str = "qconfig"):
+    """Parse a qconfig TOML document: per-module overrides (file order) and guidance thresholds."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{where}: not valid TOML ({exc}); fix the syntax and run again") from None
-    unknown = sorted(set(doc) - {"modules"})
+        raise InputError(f"{where}: not valid TOML ({str(exc).splitlines()[0]}); fix the syntax and run again") from None
+    unknown = sorted(set(doc) - {"modules", "thresholds"})
     if unknown:
-        raise InputError(f"{where}: unknown section [{unknown[0]}]; the file takes a [modules] table")
+        raise InputError(f"{where}: unknown section [{unknown[0]}]; the file takes [modules] and [thresholds] tables")
     modules = doc.get("modules", {})
     if not isinstance(modules, dict):
         raise InputError(f"{where}: 'modules' must be a table of module path = qconfig")
-    return tuple(_parse_override(name, value, where) for name, value in modules.items())
+    overrides = tuple(_parse_override(name, value, where) for name, value in modules.items())
+    return overrides, _parse_thresholds(doc.get("thresholds", {}), where)
 
 
-def load_qconfig_file(path: str) -> tuple[ModuleOverride, ...]:
-    """Read and parse a qconfig TOML file, with one-line errors for unreadable files."""
+def parse_qconfig_text(text: str, where: str = "qconfig") -> tuple[ModuleOverride, ...]:
+    """Parse a qconfig TOML document into per-module overrides, in file order."""
+    return parse_qconfig_document(text, where)[0]
+
+
+def load_qconfig_file(path: str):
+    """Read and parse a qconfig TOML file into (overrides, thresholds), with one-line errors."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -133,11 +157,11 @@ def load_qconfig_file(path: str) -> tuple[ModuleOverride, ...]:
         raise InputError(f"qconfig file {path} does not exist; check the --qconfig path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"qconfig file {path} cannot be read ({exc.__class__.__name__}); pass a UTF-8 TOML file") from None
-    return parse_qconfig_text(text, where=str(path))
+    return parse_qconfig_document(text, where=str(path))
 
 
-def render_qconfig_toml(overrides) -> str:
-    """Write overrides back as a qconfig TOML document that ``--qconfig`` accepts."""
+def render_qconfig_toml(overrides, thresholds=()) -> str:
+    """Write overrides (and thresholds) back as a qconfig TOML document that ``--qconfig`` accepts."""
     lines = ["[modules]"]
     for o in overrides:
         key = json.dumps(o.module)
@@ -145,4 +169,6 @@ def render_qconfig_toml(overrides) -> str:
             lines.append(f"{key} = {json.dumps(o.preset)}")
         else:
             lines.append(f"{key} = {{ activation = {json.dumps(o.activation)}, weight = {json.dumps(o.weight)} }}")
+    if thresholds:
+        lines += ["", "[thresholds]"] + [f"{name} = {value!r}" for name, value in thresholds]
     return "\n".join(lines) + "\n"

@@ -8,16 +8,29 @@ import math
 
 import pandas as pd
 
-# Thresholds, shown in the report next to each finding.
-GAP_MEDIUM_DB = 6.0  # this far below the median SQNR of its view: worth a look
-GAP_HIGH_DB = 10.0  # this far below: likely a real accuracy cost
-CLIPPED_FRACTION = 0.01  # more than 1 % of float values outside the int8 range
-RMSE_OVER_STEP = 0.7  # well above 1/sqrt(12) ≈ 0.289: the error is not just rounding
-WORST_LAYERS = 3  # isolated-view layers always listed, even below the thresholds
-PER_TENSOR_GAP_DB = 3.0  # a per-tensor layer this far below the per-channel layers' median: per-channel unused
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """Where a number becomes a finding; shown in the report, overridable in the qconfig file's [thresholds]."""
+
+    gap_medium_db: float = 6.0  # this far below the median SQNR of its view: worth a look
+    gap_high_db: float = 10.0  # this far below: likely a real accuracy cost
+    per_tensor_gap_db: float = 3.0  # a per-tensor layer this far below the per-channel layers: per-channel unused
+    clipped_fraction: float = 0.01  # more than 1 % of float values outside the int8 range
+    rmse_over_step: float = 0.7  # well above 1/sqrt(12) ≈ 0.289: the error is not just rounding
+    outlier_channel_ratio: float = 3.5  # 100th / 97.5th percentile of per-input-channel |max|
+    range_instability: float = 0.5  # std / mean of the per-batch activation range
+    worst_layers: int = 3  # isolated-view layers always listed, even below the thresholds
+
+    @classmethod
+    def from_pairs(cls, pairs) -> "Thresholds":
+        """From the ``(name, value)`` pairs a qconfig file gives (unknown names were rejected when parsing)."""
+        return cls(**{k: type(getattr(cls(), k))(v) for k, v in (pairs or ())})
+
 
 # Every code has one explanation partial: templates/partials/finding_<code>.html.j2
-CODES = ("random_weights", "weight_outlier", "per_tensor_weights", "sensitive_layer", "error_origin", "inherited_error")
+CODES = ("random_weights", "weight_outlier", "per_tensor_weights", "sensitive_layer", "outlier_input_channels",
+         "unstable_range", "error_origin", "inherited_error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +52,8 @@ class Finding:
     change_python: str
 
 
-def _severity(gap: float) -> str:
-    return "high" if gap >= GAP_HIGH_DB else "medium" if gap >= GAP_MEDIUM_DB else "info"
+def _severity(gap: float, t: Thresholds) -> str:
+    return "high" if gap >= t.gap_high_db else "medium" if gap >= t.gap_medium_db else "info"
 
 
 def _median(series: pd.Series) -> float:
@@ -81,7 +94,7 @@ def _by_layer(df: pd.DataFrame | None) -> dict[str, dict]:
     return {r["layer"]: r for r in df.to_dict("records")}
 
 
-def _weight_findings(weights: pd.DataFrame, backend: str) -> list[Finding]:
+def _weight_findings(weights: pd.DataFrame, backend: str, t: Thresholds) -> list[Finding]:
     """Weight outliers, and per-tensor layers that per-channel scales (which the backend supports) would help."""
     out = []
     median = _median(weights["sqnr_db"])
@@ -94,21 +107,21 @@ def _weight_findings(weights: pd.DataFrame, backend: str) -> list[Finding]:
         # one wide channel barely moves the layer's SQNR but crushes the others: look at the worst channel too
         gap_pc = max(median_pc - r["sqnr_db"], median_pc_channel - r["worst_channel_sqnr_db"])
         channel = f"worst output channel {r['worst_channel']} at {_db(r['worst_channel_sqnr_db'])}"
-        if per_tensor and gap_pc >= PER_TENSOR_GAP_DB:
+        if per_tensor and gap_pc >= t.per_tensor_gap_db:
             chg = change(r["layer_fqn"], "per_channel", backend)
             out.append(Finding(
-                "per_tensor_weights", "high" if gap_pc >= GAP_HIGH_DB else "medium", r["layer"], r["layer_fqn"],
-                "weights", r["sqnr_db"], median_pc, PER_TENSOR_GAP_DB, "originates",
+                "per_tensor_weights", "high" if gap_pc >= t.gap_high_db else "medium", r["layer"], r["layer_fqn"],
+                "weights", r["sqnr_db"], median_pc, t.per_tensor_gap_db, "originates",
                 f"weights quantized per tensor: SQNR {_db(r['sqnr_db'])} and {channel}, against medians of "
                 f"{_db(median_pc)} and {_db(median_pc_channel)} (worst channel) in the per-channel layers.",
                 *chg))
-        elif gap >= GAP_MEDIUM_DB:
+        elif gap >= t.gap_medium_db:
             chg = change(r["layer_fqn"], "per_channel" if per_tensor else "float", backend)
             why = "per-channel scales fit each output channel" if per_tensor else \
                 "the weights are already per-channel, so keep the layer in float"
             out.append(Finding(
-                "weight_outlier", _severity(gap), r["layer"], r["layer_fqn"], "weights", r["sqnr_db"], median,
-                GAP_MEDIUM_DB, "originates",
+                "weight_outlier", _severity(gap, t), r["layer"], r["layer_fqn"], "weights", r["sqnr_db"], median,
+                t.gap_medium_db, "originates",
                 f"weight SQNR {_db(r['sqnr_db'])}, {gap:.1f} dB below the median {_db(median)}; {channel}; {why}.",
                 *chg))
     return out
@@ -120,11 +133,15 @@ def _sensitivity_findings(sens: pd.DataFrame | None, backend: str) -> list[Findi
         return []
     model = {r["layer"]: r for r in sens[sens.kind == "model"].to_dict("records")}
     base = model.get("all quantized (simulated)", {}).get("quant_alone_sqnr_db", math.nan)
-    chosen = sens[(sens.kind == "layer") & (sens.greedy_step >= 0)].sort_values("greedy_step").to_dict("records")
+    layers = sens[sens.kind == "layer"]
+    ends = {layers.order.min(): "the model's first quantized op", layers.order.max(): "the model's last quantized op"}
+    chosen = layers[layers.greedy_step >= 0].sort_values("greedy_step").to_dict("records")
     out = []
     for r in chosen:
         chg = change(r["layer_fqn"], "float", backend)
         how = "" if chg[0] else " It is not a module, so no per-module override can keep it float: keep its neighbours float."
+        if r["order"] in ends:
+            how += f" It is {ends[r['order']]}; first and last layers are often the most sensitive."
         out.append(Finding(
             "sensitive_layer", "high" if chg[0] else "info", r["layer"], r["layer_fqn"], "sensitivity",
             r["quant_alone_sqnr_db"], base, r["target_sqnr_db"], "originates",
@@ -136,7 +153,47 @@ def _sensitivity_findings(sens: pd.DataFrame | None, backend: str) -> list[Findi
     return out
 
 
-def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True, backend: str = "x86") -> list[Finding]:
+def _channel_findings(channels: pd.DataFrame | None, t: Thresholds) -> list[Finding]:
+    """Layers whose input has a few channels far larger than the rest (one per-tensor scale serves them all)."""
+    out = []
+    if channels is None or not len(channels):
+        return out
+    for r in channels.sort_values(["outlier_ratio", "order"], ascending=[False, True]).to_dict("records"):
+        if not r["outlier_ratio"] > t.outlier_channel_ratio:
+            continue
+        balanced = r["weight_channel_spread"] < r["outlier_ratio"]
+        hint = ("the weights' input channels are more even, so input-weight equalization (prepare_fx's "
+                "_equalization_config) can move the range into the weights") if balanced else \
+            "keeping the producer of this input float, or a histogram observer on it, limits the damage"
+        out.append(Finding(
+            "outlier_input_channels", "medium", r["layer_fqn"], r["layer_fqn"], "inputs", math.nan, math.nan,
+            t.outlier_channel_ratio, "originates",
+            f"input channel {r['worst_channel']} reaches {r['input_absmax']:.3g}, {r['outlier_ratio']:.1f}× the "
+            f"97.5th percentile of the {r['in_channels']} channels' maxima; {hint}.", "", "", ""))
+    return out
+
+
+def _range_findings(acts: pd.DataFrame | None, t: Thresholds) -> list[Finding]:
+    """Layers whose activation range moves a lot between batches: one calibrated range fits them badly."""
+    out = []
+    if acts is None or not len(acts):
+        return out
+    for r in acts.sort_values(["range_cv", "order"], ascending=[False, True]).to_dict("records"):
+        if not (r["batches"] >= 2 and r["range_cv"] > t.range_instability):
+            continue
+        linear = r["op_type"].endswith("Linear")
+        hint = "dynamic quantization (a range per batch) may suit this Linear" if linear else \
+            "calibrate on more, and more representative, data"
+        out.append(Finding(
+            "unstable_range", "medium" if linear else "info", r["layer"], r["layer_fqn"], "isolated", r["sqnr_db"],
+            math.nan, t.range_instability, "originates",
+            f"the activation range varies by {r['range_cv']:.0%} (std/mean) across {r['batches']} batches; {hint}.",
+            "", "", ""))
+    return out
+
+
+def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True, backend: str = "x86",
+             t: Thresholds = Thresholds()) -> list[Finding]:
     """All findings, most severe and lowest SQNR first."""
     out: list[Finding] = []
     weights = tables.get("weights")
@@ -147,39 +204,41 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True, back
         out.append(Finding("random_weights", "high", "", "", "model", math.nan, math.nan, math.nan, "n/a",
                            "Weights: random initialisation.", "", "", ""))
     if weights is not None and len(weights):
-        out.extend(_weight_findings(weights, backend))
+        out.extend(_weight_findings(weights, backend, t))
     out.extend(_sensitivity_findings(tables.get("sensitivity"), backend))
+    out.extend(_channel_findings(tables.get("channels"), t))
+    out.extend(_range_findings(tables.get("shadow") if tables.get("shadow") is not None else tables.get("activations"), t))
     if iso:
         median = _median(iso_df["sqnr_db"])
         ranked = iso_df.sort_values(["sqnr_db", "order"]).to_dict("records")
         for i, r in enumerate(ranked):
             gap = median - r["sqnr_db"]
-            if not (gap >= GAP_MEDIUM_DB or i < WORST_LAYERS) or not math.isfinite(r["sqnr_db"]):
+            if not (gap >= t.gap_medium_db or i < t.worst_layers) or not math.isfinite(r["sqnr_db"]):
                 continue
             p = prop.get(r["layer"])
             clipped = r["clipped_fraction"]
-            preset = "histogram" if clipped > CLIPPED_FRACTION else "float"
+            preset = "histogram" if clipped > t.clipped_fraction else "float"
             chg = change(r["layer_fqn"], preset, backend)
             relation = f"{gap:.1f} dB below" if gap >= 0 else f"{-gap:.1f} dB above"
             evidence = [f"isolated SQNR {_db(r['sqnr_db'])}, {relation} the median {_db(median)}"]
             if p is not None:
                 evidence.append(f"propagated SQNR {_db(p['sqnr_db'])}")
-            if r["rmse_over_step"] > RMSE_OVER_STEP:
+            if r["rmse_over_step"] > t.rmse_over_step:
                 evidence.append(f"RMSE is {r['rmse_over_step']:.2f} quantization steps (ideal 0.29)")
-            if clipped > CLIPPED_FRACTION:
+            if clipped > t.clipped_fraction:
                 evidence.append(f"{clipped:.1%} of float values clipped by the int8 range")
             if r["compared_after"]:
                 evidence.append(f"compared after its {r['compared_after']}")
             out.append(Finding(
-                "error_origin", _severity(gap), r["layer"], r["layer_fqn"], "isolated", r["sqnr_db"], median,
-                GAP_MEDIUM_DB, "originates", "; ".join(evidence) + ".", *chg))
+                "error_origin", _severity(gap, t), r["layer"], r["layer_fqn"], "isolated", r["sqnr_db"], median,
+                t.gap_medium_db, "originates", "; ".join(evidence) + ".", *chg))
     if prop:
         prop_df = tables["activations"]
         median = _median(prop_df["sqnr_db"])
         origins = {f.layer for f in out if f.code == "error_origin"}
         for r in prop_df.sort_values(["sqnr_db", "order"]).to_dict("records"):
             gap = median - r["sqnr_db"]
-            if not gap >= GAP_MEDIUM_DB or r["layer"] in origins:
+            if not gap >= t.gap_medium_db or r["layer"] in origins:
                 continue
             i = iso.get(r["layer"])
             upstream = [f.layer_fqn for f in out if f.code == "error_origin" and f.severity != "info"
@@ -190,7 +249,7 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True, back
                 "no single upstream op stands out in the isolated view: error builds up over many layers"
             out.append(Finding(
                 "inherited_error", "info", r["layer"], r["layer_fqn"], "propagated", r["sqnr_db"], median,
-                GAP_MEDIUM_DB, "inherited",
+                t.gap_medium_db, "inherited",
                 f"propagated SQNR {_db(r['sqnr_db'])}, {gap:.1f} dB below the median; {iso_text}; {where}.",
                 "", "", ""))
             break  # the worst one explains the pattern; the chart shows the rest

@@ -170,7 +170,7 @@ def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False
         fix = ctx.tables.get("fix")
         if fix is not None and "after" in set(fix["step"]):
             writer.write_text("fix.toml", "# qreport: your overrides plus the guidance's changes; use with --qconfig\n"
-                              + render_qconfig_toml(ctx.fix_overrides))
+                              + render_qconfig_toml(ctx.fix_overrides, cfg.thresholds))
         writer.write_json("manifest.json", manifest)
         t = time.perf_counter()
         if render_report is not None:

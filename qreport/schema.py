@@ -7,7 +7,7 @@ import pyarrow as pa
 # Bump when a column is renamed, removed or changes meaning; readers refuse newer versions.
 SCHEMA_VERSION = 1
 
-STAGES = ("weights", "activations", "shadow", "model", "sensitivity", "coverage", "guidance", "fix")
+STAGES = ("weights", "activations", "shadow", "model", "channels", "sensitivity", "coverage", "guidance", "fix")
 
 _ACTIVATION_COLUMNS = [
     ("layer", pa.string()),  # Numeric Suite layer name (the int8 FX node)
@@ -35,6 +35,7 @@ _ACTIVATION_COLUMNS = [
     ("rmse_over_step", pa.float64()),
     ("clipped_fraction", pa.float64()),
     ("nonfinite_count", pa.int64()),
+    ("range_cv", pa.float64()),  # std/mean of the per-batch float range
     ("hist_lo", pa.float64()),
     ("hist_hi", pa.float64()),
     ("hist_float", pa.list_(pa.int64())),  # underflow, 64 bins, overflow; a fixed stride of each batch
@@ -70,6 +71,15 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("max_abs_err", pa.float64()),
         ("float_top1_classes", pa.int32()),  # distinct top-1 classes the float model predicted
         ("nonfinite_count", pa.int64()),
+    ],
+    "channels": [
+        ("layer_fqn", pa.string()),  # a Conv/Linear module of the float model
+        ("order", pa.int32()),
+        ("in_channels", pa.int32()),
+        ("input_absmax", pa.float64()),  # largest |input| over all channels and batches
+        ("worst_channel", pa.int32()),
+        ("outlier_ratio", pa.float64()),  # 100th / 97.5th percentile of the per-channel |max|
+        ("weight_channel_spread", pa.float64()),  # same ratio for the weight's per-input-channel |max|
     ],
     "sensitivity": [
         ("kind", pa.string()),  # model: a whole-model configuration; layer: one quantized op

@@ -63,6 +63,8 @@ class LayerStats:
         self.nonfinite = 0
         self.hist_lo = math.nan
         self.hist_hi = math.nan
+        self.range_mean = 0.0  # Welford running mean and M2 of the per-batch float range (max − min)
+        self.range_m2 = 0.0
         self.hist_float: torch.Tensor | None = None  # HIST_BINS + 2 counts: underflow, bins, overflow
         self.hist_quant: torch.Tensor | None = None
 
@@ -106,6 +108,9 @@ class LayerStats:
         e_min, e_max, f_min, f_max, q_min, q_max = torch.stack([e_min, e_max, f_min, f_max, q_min, q_max]).tolist()
         self.max_abs_err = max(self.max_abs_err, -e_min, e_max)
         self.float_min, self.float_max = min(self.float_min, f_min), max(self.float_max, f_max)
+        delta = (f_max - f_min) - self.range_mean
+        self.range_mean += delta / self.batches
+        self.range_m2 += delta * ((f_max - f_min) - self.range_mean)
         self.quant_min, self.quant_max = min(self.quant_min, q_min), max(self.quant_max, q_max)
         if not math.isnan(self.range_lo) and (f_min < self.range_lo or f_max > self.range_hi):
             self.clipped += int(((f < self.range_lo) | (f > self.range_hi)).sum())
@@ -157,6 +162,8 @@ class LayerStats:
             "rmse_over_step": math.sqrt(mse) / self.scale if n and self.scale > 0 else math.nan,
             "clipped_fraction": self.clipped / n if n and not math.isnan(self.range_lo) else math.nan,
             "nonfinite_count": self.nonfinite,
+            "range_cv": (math.sqrt(self.range_m2 / (self.batches - 1)) / self.range_mean
+                         if self.batches >= 2 and self.range_mean > 0 else math.nan),
             "hist_lo": self.hist_lo,
             "hist_hi": self.hist_hi,
             "hist_float": hist_f,

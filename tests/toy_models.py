@@ -139,3 +139,27 @@ class HostileClass(nn.Module):
 def hostile_class():
     torch.manual_seed(0)
     return HostileClass()
+
+
+class OutlierChannel(nn.Module):
+    """One of 64 channels entering ``conv2`` is 50× larger than the others."""
+
+    example_input_shape = (3, 32, 32)
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, padding=1)
+        gain = torch.ones(1, 64, 1, 1)
+        gain[0, 5] = 50.0
+        self.register_buffer("gain", gain)
+        self.conv2 = nn.Conv2d(64, 8, 3)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.conv1(x) * self.gain
+        return self.fc(self.conv2(x).mean((2, 3)))
+
+
+def outlier_channel():
+    torch.manual_seed(0)
+    return OutlierChannel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -27,16 +28,15 @@ def _median(values) -> float:
     return finite[mid] if len(finite) % 2 else (finite[mid - 1] + finite[mid]) / 2
 
 
-def _bad(values, median) -> list[bool]:
-    return [math.isfinite(median) and v is not None and math.isfinite(v) and median - v >= rules.GAP_MEDIUM_DB
-            for v in values]
+def _bad(values, median, gap: float) -> list[bool]:
+    return [math.isfinite(median) and v is not None and math.isfinite(v) and median - v >= gap for v in values]
 
 
 def _cell(value, text, cls: str = "") -> dict:
     return {"text": text, "sort": sort_key(value), "cls": cls}
 
 
-def layer_rows(weights, prop, iso, flagged_weights=frozenset()) -> list[dict]:
+def layer_rows(weights, prop, iso, t: rules.Thresholds, flagged_weights=frozenset()) -> list[dict]:
     """One table row per layer in execution order, joining the three views by Numeric Suite layer name."""
     w = {r["layer"]: r for r in weights}
     i = {r["layer"]: r for r in iso}
@@ -53,7 +53,7 @@ def layer_rows(weights, prop, iso, flagged_weights=frozenset()) -> list[dict]:
 
         def db(src, key):
             v = src.get(layer, {}).get("sqnr_db", math.nan)
-            flagged = (key == "w" and layer in flagged_weights) or _bad([v], medians[key])[0]
+            flagged = (key == "w" and layer in flagged_weights) or _bad([v], medians[key], t.gap_medium_db)[0]
             return _cell(v, fmt_db(v), "bad" if flagged else "")
 
         rmse = act.get("rmse_over_step", math.nan)
@@ -67,8 +67,8 @@ def layer_rows(weights, prop, iso, flagged_weights=frozenset()) -> list[dict]:
             "propagated": db(p, "p"),
             "isolated": db(i, "i"),
             "cosine": _cell(act.get("cosine", math.nan), fmt_num(act.get("cosine", math.nan), 5)),
-            "rmse": _cell(rmse, fmt_num(rmse, 2), "bad" if rmse > rules.RMSE_OVER_STEP else ""),
-            "clipped": _cell(clipped, fmt_pct(clipped, 2), "bad" if clipped > rules.CLIPPED_FRACTION else ""),
+            "rmse": _cell(rmse, fmt_num(rmse, 2), "bad" if rmse > t.rmse_over_step else ""),
+            "clipped": _cell(clipped, fmt_pct(clipped, 2), "bad" if clipped > t.clipped_fraction else ""),
             "range": _cell(act.get("float_max", math.nan),
                            f"{fmt_num(act.get('float_min', math.nan))} … {fmt_num(act.get('float_max', math.nan))}"),
             "after": act.get("compared_after", ""),
@@ -207,6 +207,7 @@ def _verdict(model: list[dict], findings: list[dict], iso, prop) -> dict:
 def build_view(reader: RunReader) -> dict:
     """Everything the report template needs, from a validated run folder."""
     man = reader.manifest
+    t = rules.Thresholds.from_pairs((man["config"].get("thresholds") or {}).items())
     weights = _records(reader.table("weights"))
     prop = _records(reader.table("activations"))
     iso = _records(reader.table("shadow"))
@@ -218,7 +219,7 @@ def build_view(reader: RunReader) -> dict:
     findings = _findings(guidance)
     flagged_weights = {f["layer"] for f in guidance if f["view"] == "weights" and f["severity"] in ("high", "medium")}
 
-    rows = layer_rows(weights, prop, iso, flagged_weights)
+    rows = layer_rows(weights, prop, iso, t, flagged_weights)
     charts_view = {}
     if weights:
         charts_view["weights"] = charts.weights_chart([r["layer_fqn"] for r in weights], [r["sqnr_db"] for r in weights],
@@ -230,7 +231,8 @@ def build_view(reader: RunReader) -> dict:
         labels = [(r["layer_fqn"]) for r in (prop or iso)]
         iso_values = [by_iso.get(k, math.nan) for k in order]
         charts_view["activations"] = charts.activations_chart(
-            labels, [by_prop.get(k, math.nan) for k in order], iso_values, _bad(iso_values, _median(iso_values)))
+            labels, [by_prop.get(k, math.nan) for k in order], iso_values,
+            _bad(iso_values, _median(iso_values), t.gap_medium_db))
 
     stages = [{"name": name, **reader.stage_status(name)} for name in STAGES]
     cov_counts = {}
@@ -245,8 +247,10 @@ def build_view(reader: RunReader) -> dict:
         "findings": findings,
         "fix": fix,
         "sensitivity": sensitivity,
-        "thresholds": {"gap_medium": rules.GAP_MEDIUM_DB, "gap_high": rules.GAP_HIGH_DB,
-                       "clipped": fmt_pct(rules.CLIPPED_FRACTION, 0), "rmse": rules.RMSE_OVER_STEP},
+        "thresholds": {"gap_medium": t.gap_medium_db, "gap_high": t.gap_high_db,
+                       "clipped": fmt_pct(t.clipped_fraction, 0), "rmse": t.rmse_over_step,
+                       "all": sorted(dataclasses.asdict(t).items()),
+                       "overridden": sorted(dict(man["config"].get("thresholds") or {}))},
         "charts": charts_view,
         "histograms": _histograms(iso),
         "rows": rows,
