@@ -15,14 +15,20 @@ from qreport.stages.model import agreement
 APPLIED_SEVERITIES = ("high", "medium")
 
 
-def suggested_overrides(guidance: pd.DataFrame | None) -> list[ModuleOverride]:
-    """One override per module from the high and medium findings, most severe first."""
+def suggested_overrides(guidance: pd.DataFrame | None, existing=()) -> list[ModuleOverride]:
+    """One override per module from the high and medium findings, most severe first; none for modules the
+    user already keeps float."""
     if guidance is None or not len(guidance):
         return []
+    kept_float = [o.module for o in existing if o.preset == "float"]
     chosen: dict[str, str] = {}
     for row in guidance.sort_values("rank").to_dict("records"):
-        if row["severity"] in APPLIED_SEVERITIES and row["change_preset"] and row["layer_fqn"]:
-            chosen.setdefault(row["layer_fqn"].split(":", 1)[0], row["change_preset"])
+        module = row["layer_fqn"]
+        if row["severity"] not in APPLIED_SEVERITIES or not row["change_preset"] or not module:
+            continue
+        if any(module == k or module.startswith(k + ".") for k in kept_float):
+            continue
+        chosen.setdefault(module, row["change_preset"])
     return [ModuleOverride(module=m, preset=p) for m, p in chosen.items()]
 
 
@@ -54,7 +60,7 @@ def cost(float_model: nn.Module, quantized: nn.Module, macs: dict[str, int]) -> 
 
 def run(ctx) -> pd.DataFrame:
     """Two rows, before and after: output SQNR, top-1 agreement and cost, each from a real int8 model."""
-    extra = suggested_overrides(ctx.tables.get("guidance"))
+    extra = suggested_overrides(ctx.tables.get("guidance"), ctx.config.overrides)
     macs = ctx.macs
     base = ctx.tables["model"].iloc[0] if "model" in ctx.tables else None
     before = {

@@ -65,7 +65,7 @@ def run(ctx) -> pd.DataFrame:
         _model_row("weights only quantized", *measure(activations=False)),
         _model_row("activations only quantized", *measure(weights=False)),
     ]
-    layers = [op for op in sim.ops if op in sim.observed_ops or op in sim.weights]
+    layers = [op for op in sim.ops if op in sim.weights or op in _quantized_ops(ctx, sim)]
     measured = []
     for order, op in enumerate(ctx.progress(layers, "sensitivity")):
         float_db, float_top1 = measure(float_ops={op})
@@ -115,6 +115,14 @@ def _greedy(measured, base_db: float, target: float, measure) -> dict[str, tuple
     if steps and max(v for _, v in steps.values()) - base_db < GREEDY_MIN_GAIN_DB:
         return {}  # nothing helps: suggest no float layers
     return steps
+
+
+def _quantized_ops(ctx, sim) -> set[str]:
+    """Ops the int8 model runs quantized (from the activations table; else every op next to an observer)."""
+    acts = ctx.tables.get("activations")
+    if acts is None or not len(acts):
+        return set(sim.observed_ops)
+    return set(acts.loc[acts.op_type.str.startswith("quantized."), "layer"])
 
 
 def _op_type(ctx, op: str) -> str:
