@@ -118,11 +118,12 @@ def _greedy(measured, base_db: float, target: float, measure) -> dict[str, tuple
 
 
 def _quantized_ops(ctx, sim) -> set[str]:
-    """Ops the int8 model runs quantized (from the activations table; else every op next to an observer)."""
+    """Ops whose output is an int8 tensor in the int8 model (the activations table recorded its scale); without
+    that table, every op next to an observer."""
     acts = ctx.tables.get("activations")
     if acts is None or not len(acts):
         return set(sim.observed_ops)
-    return set(acts.loc[acts.op_type.str.startswith("quantized."), "layer"])
+    return set(acts.loc[acts.scale.notna(), "layer"])
 
 
 def _op_type(ctx, op: str) -> str:
