@@ -76,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--qconfig", metavar="FILE",
                    help="TOML file of per-module overrides, e.g. [modules] \"features.0\" = \"float\" "
                    "(presets: float, default, per_tensor, per_channel, histogram)")
-    b.add_argument("--data", default="synthetic", metavar="synthetic|DIR",
-                   help="calibration/evaluation inputs: seeded synthetic tensors or an image folder (default: %(default)s)")
+    b.add_argument("--data", default="synthetic", metavar="synthetic|DIR|FILE.pt",
+                   help="calibration/evaluation inputs: seeded synthetic tensors, an image folder (preprocessed with the "
+                   "weights' transforms; unreadable files are skipped and counted) or a torch.save'd tensor [N, ...] "
+                   "(default: %(default)s)")
+    b.add_argument("--eval-data", metavar="DIR|FILE.pt",
+                   help="evaluate on this source instead of the images after the calibration ones in --data")
     b.add_argument("--calib-batches", type=_positive, default=4, metavar="N", help="calibration batches (default: %(default)s)")
     b.add_argument("--eval-batches", type=_positive, default=4, metavar="N", help="evaluation batches (default: %(default)s)")
     b.add_argument("--batch-size", type=_positive, default=8, metavar="N", help="inputs per batch (default: %(default)s)")
@@ -136,9 +140,10 @@ def cmd_build(args) -> int:
             raise InputError(f"{option} needs a finite number of dB, e.g. 20")
     cfg = BuildConfig(
         model=args.model, weights=args.weights, checkpoint=args.checkpoint, backend=args.backend,
-        qconfig_file=args.qconfig, overrides=overrides, thresholds=thresholds, data=args.data, calib_batches=args.calib_batches,
-        eval_batches=args.eval_batches, batch_size=args.batch_size, input_shape=args.input_shape, seed=args.seed,
-        target_sqnr=args.target_sqnr, sensitivity_images=args.sensitivity_images,
+        qconfig_file=args.qconfig, overrides=overrides, thresholds=thresholds, data=args.data,
+        eval_data=args.eval_data, calib_batches=args.calib_batches, eval_batches=args.eval_batches,
+        batch_size=args.batch_size, input_shape=args.input_shape, seed=args.seed, target_sqnr=args.target_sqnr,
+        sensitivity_images=args.sensitivity_images,
     )
     out = args.out or f"reports/{cfg.model.rpartition(':')[2].replace('/', '_')}"
     if not args.quiet:

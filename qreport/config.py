@@ -52,6 +52,7 @@ class BuildConfig:
     qconfig_file: str | None = None
     overrides: tuple[ModuleOverride, ...] = ()
     data: str = "synthetic"
+    eval_data: str | None = None  # a separate evaluation source; None: split --data
     calib_batches: int = 4
     eval_batches: int = 4
     batch_size: int = 8

@@ -139,3 +139,55 @@ def image_folder(
         notes=notes,
         skipped_files=skipped,
     )
+
+
+def tensor_file(path: str, batch_size: int, calib_batches: int, eval_batches: int) -> DataSource:
+    """Inputs saved with ``torch.save`` (a tensor of shape [N, ...], or ``{"inputs": tensor}``), read safely."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"input file {path} does not exist; pass a .pt file of inputs or --data synthetic")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refused, truncated or not a torch file
+        raise InputError(f"input file {path} cannot be read ({exc.__class__.__name__}); save a tensor with torch.save") from None
+    if isinstance(obj, dict):
+        obj = obj.get("inputs")
+    if not isinstance(obj, torch.Tensor) or obj.dim() < 2 or obj.shape[0] == 0:
+        raise InputError(f"input file {path} must hold a tensor of shape [N, ...] (or {{'inputs': tensor}})")
+    if not obj.is_floating_point():
+        obj = obj.float()
+    bad = int((~torch.isfinite(obj)).sum())
+    if bad:
+        raise InputError(f"input file {path} has {bad} NaN/Inf values; clean the inputs first")
+    n = obj.shape[0]
+    n_calib = min(n, calib_batches * batch_size)
+    calib, rest = obj[:n_calib], obj[n_calib:]
+    notes = []
+    if rest.shape[0] == 0:
+        rest = obj[-min(n, eval_batches * batch_size):]
+        notes.append(f"only {n} inputs: evaluation reuses calibration inputs")
+    evaluation = rest[: eval_batches * batch_size]
+
+    def batches(t: torch.Tensor):
+        return lambda i: t[i * batch_size:(i + 1) * batch_size]
+
+    def count(t):
+        return (t.shape[0] + batch_size - 1) // batch_size
+
+    return DataSource(
+        description=f"tensor file {p.name} ({n} inputs of shape {tuple(obj.shape[1:])})",
+        calibration=Split("calibration", count(calib), batches(calib)),
+        evaluation=Split("evaluation", count(evaluation), batches(evaluation)),
+        notes=notes,
+    )
+
+
+def with_evaluation(calibration: DataSource, evaluation: DataSource) -> DataSource:
+    """Calibrate on one source and evaluate on another; the report names both."""
+    return DataSource(
+        description=f"calibration: {calibration.description}; evaluation: {evaluation.description}",
+        calibration=calibration.calibration,
+        evaluation=evaluation.evaluation,
+        notes=[n for n in calibration.notes + evaluation.notes if "reuses calibration" not in n],
+        skipped_files=calibration.skipped_files,
+    )

@@ -30,7 +30,7 @@ class Thresholds:
 
 # Every code has one explanation partial: templates/partials/finding_<code>.html.j2
 CODES = ("random_weights", "weight_outlier", "per_tensor_weights", "sensitive_layer", "outlier_input_channels",
-         "unstable_range", "error_origin", "inherited_error")
+         "activation_clipping", "high_rmse", "unstable_range", "error_origin", "inherited_error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,11 +173,26 @@ def _channel_findings(channels: pd.DataFrame | None, t: Thresholds) -> list[Find
     return out
 
 
-def _range_findings(acts: pd.DataFrame | None, t: Thresholds) -> list[Finding]:
-    """Layers whose activation range moves a lot between batches: one calibrated range fits them badly."""
+def _range_findings(acts: pd.DataFrame | None, t: Thresholds, backend: str = "x86") -> list[Finding]:
+    """Activation ranges that fit badly: values clipped, error far above rounding, ranges moving between batches."""
     out = []
     if acts is None or not len(acts):
         return out
+    for r in acts.sort_values(["order"]).to_dict("records"):
+        if r["clipped_fraction"] > t.clipped_fraction:
+            out.append(Finding(
+                "activation_clipping", "medium", r["layer"], r["layer_fqn"], "isolated", r["sqnr_db"], math.nan,
+                t.clipped_fraction, "originates",
+                f"{r['clipped_fraction']:.1%} of float values fall outside the int8 range "
+                f"[{r['qrange_lo']:.3g}, {r['qrange_hi']:.3g}] (float range [{r['float_min']:.3g}, {r['float_max']:.3g}]); "
+                "calibration saw a narrower range than evaluation, or the observer cut the tails.",
+                *change(r["layer_fqn"], "histogram", backend)))
+        elif r["rmse_over_step"] > t.rmse_over_step:
+            out.append(Finding(
+                "high_rmse", "info", r["layer"], r["layer_fqn"], "isolated", r["sqnr_db"], math.nan, t.rmse_over_step,
+                "originates",
+                f"the error is {r['rmse_over_step']:.2f} quantization steps RMS; rounding alone gives 0.29, so the "
+                "range, the scale or upstream error adds the rest.", "", "", ""))
     for r in acts.sort_values(["range_cv", "order"], ascending=[False, True]).to_dict("records"):
         if not (r["batches"] >= 2 and r["range_cv"] > t.range_instability):
             continue
@@ -207,7 +222,8 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True, back
         out.extend(_weight_findings(weights, backend, t))
     out.extend(_sensitivity_findings(tables.get("sensitivity"), backend))
     out.extend(_channel_findings(tables.get("channels"), t))
-    out.extend(_range_findings(tables.get("shadow") if tables.get("shadow") is not None else tables.get("activations"), t))
+    out.extend(_range_findings(tables.get("shadow") if tables.get("shadow") is not None else tables.get("activations"),
+                               t, backend))
     if iso:
         median = _median(iso_df["sqnr_db"])
         ranked = iso_df.sort_values(["sqnr_db", "order"]).to_dict("records")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import torch
 import torchvision
@@ -44,12 +44,21 @@ class Progress:
         self.say(f"[{self.step}/{self.total}] {name:<12} {detail:<34} {seconds:6.1f} s")
 
 
-def _data_source(cfg: BuildConfig, loaded) -> data_mod.DataSource:
+def _source(spec: str, cfg: BuildConfig, loaded) -> data_mod.DataSource:
     shape = cfg.input_shape or loaded.input_shape
-    if cfg.data == "synthetic":
+    if spec == "synthetic":
         return data_mod.synthetic(shape, cfg.batch_size, cfg.calib_batches, cfg.eval_batches, cfg.seed)
-    return data_mod.image_folder(cfg.data, shape, None if cfg.input_shape else loaded.transforms,
+    if spec.endswith((".pt", ".pth")):
+        return data_mod.tensor_file(spec, cfg.batch_size, cfg.calib_batches, cfg.eval_batches)
+    return data_mod.image_folder(spec, shape, None if cfg.input_shape else loaded.transforms,
                                  cfg.batch_size, cfg.calib_batches, cfg.eval_batches)
+
+
+def _data_source(cfg: BuildConfig, loaded) -> data_mod.DataSource:
+    data = _source(cfg.data, cfg, loaded)
+    if cfg.eval_data:
+        data = data_mod.with_evaluation(data, _source(cfg.eval_data, cfg, loaded))
+    return data
 
 
 def _check_runs(model, example) -> None:
@@ -71,102 +80,122 @@ def output_gate(model_table, threshold: float) -> dict:
             "detail": f"model output SQNR {value:.2f} dB {'≥' if passed else '<'} {threshold:g} dB"}
 
 
+def _load(cfg: BuildConfig, progress: Progress, verbose: bool):
+    """The float model (BatchNorm re-estimated if its weights are random), the data, and notes for the report."""
+    t = time.perf_counter()
+    with quiet_torch(verbose):
+        loaded = load_model(cfg.model, cfg.weights, cfg.checkpoint)
+    data = _data_source(cfg, loaded)
+    example = data.example()
+    _check_runs(loaded.module, example)
+    notes = list(data.notes)
+    if not loaded.weights_trained:
+        why = f": {loaded.weights_note}" if loaded.weights_note else ""
+        progress.say(f"WARNING: {cfg.model} uses RANDOM weights{why}. The report describes the architecture, "
+                     "not a trained model.")
+        count = recalibrate_batchnorm(loaded.module, data.calibration)
+        if count:
+            notes.append(f"random weights: BatchNorm statistics of {count} layers re-estimated on the calibration data")
+    seconds = time.perf_counter() - t
+    progress.done("load", f"{loaded.name} ({'trained' if loaded.weights_trained else 'random'})", seconds)
+    return loaded, data, example, notes, seconds
+
+
+def _quantize(ctx: BuildContext, example, progress: Progress, verbose: bool) -> dict[str, float]:
+    """Prepare, calibrate and convert; fill the context's graph facts. Returns the step timings."""
+    timings = {}
+    t = time.perf_counter()
+    ctx.prepared = ctx.flow.prepare(ctx.loaded.module, example)
+    with torch.no_grad(), quiet_torch(verbose):
+        for x in ctx.batches(ctx.data.calibration, "calibrate"):
+            ctx.prepared(x)
+    timings["calibrate"] = time.perf_counter() - t
+    progress.done("calibrate", f"{len(ctx.data.calibration)} batches of {ctx.config.batch_size}", timings["calibrate"])
+    t = time.perf_counter()
+    ctx.quantized = ctx.flow.convert(ctx.prepared)
+    ctx.node_fqns = ctx.flow.node_fqns(ctx.prepared, ctx.quantized)
+    ctx.module_nodes = {n.name for n in ctx.quantized.graph.nodes if n.op == "call_module"}
+    ctx.compare_after = ctx.flow.compare_after(ctx.quantized)
+    ctx.macs = macs_per_module(ctx.loaded.module, example)
+    timings["convert"] = time.perf_counter() - t
+    progress.done("convert", f"backend {ctx.config.backend}", timings["convert"])
+    return timings
+
+
+def _run_stages(ctx: BuildContext, writer: RunWriter, progress: Progress, verbose: bool) -> dict[str, dict]:
+    """Every stage in order, each table written as it finishes; a stage that fails is recorded, not fatal."""
+    stages: dict[str, dict] = {}
+    for name, run in ORDER:
+        t = time.perf_counter()
+        try:
+            with quiet_torch(verbose):
+                table = run(ctx)
+        except QReportError:
+            raise
+        except Exception as exc:  # a Numeric Suite call that fails on this model
+            err = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            stages[name] = {"status": "failed", "error": err, "seconds": time.perf_counter() - t}
+            ctx.stage_status[name] = "failed"
+            progress.done(name, "FAILED: " + err[:60], stages[name]["seconds"])
+            if verbose:
+                traceback.print_exc()
+            continue
+        ctx.tables[name] = table
+        ctx.stage_status[name] = "ok"
+        writer.write_table(name, table)
+        seconds = time.perf_counter() - t
+        stages[name] = {"status": "ok", "rows": int(len(table)), "seconds": seconds}
+        progress.done(name, f"{len(table)} rows", seconds)
+    return stages
+
+
+def _manifest(ctx: BuildContext, example, notes: list[str], stages: dict, timings: dict) -> dict:
+    """Versions, config, sources, notes and stage status: everything render and diff need besides the tables."""
+    cfg, loaded, data = ctx.config, ctx.loaded, ctx.data
+    if data.skipped_files:
+        names = ", ".join(Path(f).name for f in data.skipped_files[:5])
+        more = f" and {len(data.skipped_files) - 5} more" if len(data.skipped_files) > 5 else ""
+        notes = notes + [f"{len(data.skipped_files)} unreadable image files skipped: {names}{more}"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "complete": True,
+        "created": build_timestamp(),
+        "versions": {
+            "qreport": qreport.__version__,
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "python": platform.python_version(),
+        },
+        "config": cfg.to_dict(),
+        "fingerprint": cfg.fingerprint(),
+        "flow": ctx.flow.name,
+        "engine": torch.backends.quantized.engine,
+        "model": {"name": loaded.name, "source": loaded.source, "input_shape": list(example.shape[1:]),
+                  "parameters": int(sum(p.numel() for p in loaded.module.parameters()))},
+        "weights": {"source": loaded.weights_source, "trained": loaded.weights_trained, "note": loaded.weights_note},
+        "data": {"source": data.description, "calibration_batches": len(data.calibration),
+                 "evaluation_batches": len(data.evaluation), "batch_size": cfg.batch_size,
+                 "skipped_files": len(data.skipped_files), "notes": notes},
+        "stages": stages,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+
+
 def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False, quiet: bool = False,
           fail_under_sqnr: float | None = None, render_report=None) -> dict:
     """Run every stage and write the run folder ``out``; returns the manifest."""
     torch.manual_seed(cfg.seed)
     writer = RunWriter(out, force=force)  # refuses an existing --out before any work
     progress = Progress(total=3 + len(ORDER) + 1, quiet=quiet)
-    timings: dict[str, float] = {}
-    stages: dict[str, dict] = {}
     try:
-        t = time.perf_counter()
-        with quiet_torch(verbose):
-            loaded = load_model(cfg.model, cfg.weights, cfg.checkpoint)
-        data = _data_source(cfg, loaded)
-        example = data.example()
-        _check_runs(loaded.module, example)
-        notes = list(data.notes)
-        if not loaded.weights_trained:
-            why = f": {loaded.weights_note}" if loaded.weights_note else ""
-            progress.say(f"WARNING: {cfg.model} uses RANDOM weights{why}. The report describes the architecture, "
-                         "not a trained model.")
-            count = recalibrate_batchnorm(loaded.module, data.calibration)
-            if count:
-                notes.append(f"random weights: BatchNorm statistics of {count} layers re-estimated on the calibration data")
-        timings["load"] = time.perf_counter() - t
-        progress.done("load", f"{loaded.name} ({'trained' if loaded.weights_trained else 'random'})", timings["load"])
-
+        loaded, data, example, notes, load_seconds = _load(cfg, progress, verbose)
         flow = FxStaticFlow(cfg.backend, cfg.overrides, verbose=verbose)
         ctx = BuildContext(config=cfg, flow=flow, loaded=loaded, data=data, quiet=quiet)
-        t = time.perf_counter()
-        ctx.prepared = flow.prepare(loaded.module, example)
-        with torch.no_grad(), quiet_torch(verbose):
-            for x in ctx.batches(data.calibration, "calibrate"):
-                ctx.prepared(x)
-        timings["calibrate"] = time.perf_counter() - t
-        progress.done("calibrate", f"{len(data.calibration)} batches of {cfg.batch_size}", timings["calibrate"])
-
-        t = time.perf_counter()
-        ctx.quantized = flow.convert(ctx.prepared)
-        ctx.node_fqns = flow.node_fqns(ctx.prepared, ctx.quantized)
-        ctx.module_nodes = {n.name for n in ctx.quantized.graph.nodes if n.op == "call_module"}
-        ctx.compare_after = flow.compare_after(ctx.quantized)
-        ctx.macs = macs_per_module(loaded.module, example)
-        timings["convert"] = time.perf_counter() - t
-        progress.done("convert", f"backend {cfg.backend}", timings["convert"])
-
-        for name, run in ORDER:
-            t = time.perf_counter()
-            try:
-                with quiet_torch(verbose):
-                    table = run(ctx)
-            except QReportError:
-                raise
-            except Exception as exc:  # a Numeric Suite call that fails on this model
-                err = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-                stages[name] = {"status": "failed", "error": err, "seconds": time.perf_counter() - t}
-                ctx.stage_status[name] = "failed"
-                progress.done(name, "FAILED: " + err[:60], stages[name]["seconds"])
-                if verbose:
-                    traceback.print_exc()
-                continue
-            ctx.tables[name] = table
-            ctx.stage_status[name] = "ok"
-            writer.write_table(name, table)
-            seconds = time.perf_counter() - t
-            stages[name] = {"status": "ok", "rows": int(len(table)), "seconds": seconds}
-            progress.done(name, f"{len(table)} rows", seconds)
-
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "complete": True,
-            "created": build_timestamp(),
-            "versions": {
-                "qreport": qreport.__version__,
-                "torch": torch.__version__,
-                "torchvision": torchvision.__version__,
-                "python": platform.python_version(),
-            },
-            "config": cfg.to_dict(),
-            "fingerprint": cfg.fingerprint(),
-            "flow": flow.name,
-            "engine": torch.backends.quantized.engine,
-            "model": {"name": loaded.name, "source": loaded.source, "input_shape": list(example.shape[1:]),
-                      "parameters": int(sum(p.numel() for p in loaded.module.parameters()))},
-            "weights": {"source": loaded.weights_source, "trained": loaded.weights_trained, "note": loaded.weights_note},
-            "data": {"source": data.description, "calibration_batches": len(data.calibration),
-                     "evaluation_batches": len(data.evaluation), "batch_size": cfg.batch_size,
-                     "skipped_files": len(data.skipped_files), "notes": notes},
-            "stages": stages,
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        }
+        timings = {"load": load_seconds, **_quantize(ctx, example, progress, verbose)}
+        stages = _run_stages(ctx, writer, progress, verbose)
+        manifest = _manifest(ctx, example, notes, stages, timings)
         if fail_under_sqnr is not None:
             manifest["gate"] = output_gate(ctx.tables.get("model"), fail_under_sqnr)
-        if data.skipped_files:
-            names = ", ".join(Path(f).name for f in data.skipped_files[:5])
-            more = f" and {len(data.skipped_files) - 5} more" if len(data.skipped_files) > 5 else ""
-            notes.append(f"{len(data.skipped_files)} unreadable image files skipped: {names}{more}")
         fix = ctx.tables.get("fix")
         if fix is not None and "after" in set(fix["step"]):
             writer.write_text("fix.toml", "# qreport: your overrides plus the guidance's changes; use with --qconfig\n"

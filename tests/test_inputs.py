@@ -120,3 +120,38 @@ def test_markup_in_module_class_and_folder_names_renders_as_text(tmp_path):
     assert coverage.op_type.str.contains("<script>alert").any()
     md = (out / "summary.md").read_text()
     assert "<script>" not in md and "<img" not in md
+
+
+def test_tensor_file_inputs_and_a_separate_evaluation_folder(tmp_path):
+    import torch
+
+    inputs = tmp_path / "inputs.pt"
+    torch.save(torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(0)), inputs)
+    images = _images(tmp_path / "eval", n=4, corrupt=0)
+    out = tmp_path / "run"
+    assert main(tiny_args(out, "tiny_cnn", "--data", str(inputs), "--eval-data", str(images), "--batch-size", "2",
+                          "--input-shape", "3,32,32")) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["data"]["source"] == ("calibration: tensor file inputs.pt (12 inputs of shape (3, 32, 32)); "
+                                          "evaluation: image folder eval/ (4 images)")
+    assert pd.read_parquet(out / "model.parquet").samples.iloc[0] == 4
+    assert "evaluation: image folder eval/" in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("nan", "has 3 NaN/Inf values"),
+    ("scalar", "must hold a tensor of shape [N, ...]"),
+])
+def test_bad_tensor_files(tmp_path, capsys, content, needle):
+    import torch
+
+    path = tmp_path / "inputs.pt"
+    if content == "nan":
+        x = torch.randn(4, 3, 32, 32)
+        x[0, 0, 0, :3] = float("nan")
+        torch.save(x, path)
+    else:
+        torch.save(torch.tensor(1.0), path)
+    assert main(tiny_args(tmp_path / "run", "tiny_cnn", "--data", str(path))) == 3
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
