@@ -53,6 +53,7 @@ class BuildConfig:
     overrides: tuple[ModuleOverride, ...] = ()
     data: str = "synthetic"
     eval_data: str | None = None  # a separate evaluation source; None: split --data
+    non_traceable: tuple[str, ...] = ()  # module paths or class names kept out of FX tracing (and float)
     calib_batches: int = 4
     eval_batches: int = 4
     batch_size: int = 8

@@ -189,7 +189,7 @@ def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False
     progress = Progress(total=3 + len(ORDER) + 1, quiet=quiet)
     try:
         loaded, data, example, notes, load_seconds = _load(cfg, progress, verbose)
-        flow = FxStaticFlow(cfg.backend, cfg.overrides, verbose=verbose)
+        flow = FxStaticFlow(cfg.backend, cfg.overrides, verbose=verbose, non_traceable=cfg.non_traceable)
         ctx = BuildContext(config=cfg, flow=flow, loaded=loaded, data=data, quiet=quiet)
         timings = {"load": load_seconds, **_quantize(ctx, example, progress, verbose)}
         stages = _run_stages(ctx, writer, progress, verbose)

@@ -30,7 +30,7 @@ def _one_error(capsys, argv, code, *needles):
 
 def test_untraceable_model_names_the_module(tmp_path, capsys):
     _one_error(capsys, tiny_args(tmp_path / "o", "untraceable")[:-1] + ["-q"], 3,
-               "torch.fx cannot trace module 'gate'", "control flow")
+               "torch.fx cannot trace module 'gate'", "control flow", "pass --non-traceable gate")
     assert not (tmp_path / "o").exists() and list(tmp_path.iterdir()) == []
 
 

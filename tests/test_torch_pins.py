@@ -1,6 +1,7 @@
 """Facts about torch 2.14 that qreport builds on. If a torch upgrade changes one, these fail first."""
 
 import copy
+import json
 import warnings
 
 import pandas as pd
@@ -93,3 +94,27 @@ def test_quantizable_mobilenet_v2_has_no_relu6():
     assert not any(isinstance(m, torch.nn.ReLU6) for m in model.modules())
     assert any(isinstance(m, torch.nn.ReLU) for m in model.modules())
 
+
+
+def test_numeric_suite_ignores_prepare_fx_non_traceable_config_and_qreport_handles_it(tmp_path):
+    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
+
+    torch.backends.quantized.engine = "x86"
+    model = toy_models.untraceable().eval()
+    x = torch.randn(2, 3, 32, 32)
+    custom = PrepareCustomConfig().set_non_traceable_module_names(["gate"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), (x,),
+                              prepare_custom_config=custom)  # passes
+        prepared(x)
+        quantized = convert_fx(copy.deepcopy(prepared))
+        with pytest.raises(Exception, match="control flow"):  # the suite builds its own NSTracer([], [])
+            ns.add_loggers("fp32", copy.deepcopy(model), "int8", quantized, ns.OutputLogger)
+
+    for spec in ("gate", "Gate"):  # a module path or a class name
+        out = tmp_path / spec
+        assert main(tiny_args(out, "untraceable", "--non-traceable", spec)) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert all(s["status"] == "ok" for s in manifest["stages"].values())
+        assert set(pd.read_parquet(out / "shadow.parquet").layer_fqn) == {"stem", "fc"}

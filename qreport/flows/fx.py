@@ -89,10 +89,14 @@ class FxStaticFlow:
 
     name = "fx-static"
 
-    def __init__(self, backend: str = "x86", overrides: Iterable[ModuleOverride] = (), verbose: bool = False):
+    def __init__(self, backend: str = "x86", overrides: Iterable[ModuleOverride] = (), verbose: bool = False,
+                 non_traceable: Iterable[str] = ()):
         self.backend = backend
         self.overrides = tuple(overrides)
         self.verbose = verbose
+        self.non_traceable = tuple(non_traceable)  # module paths or class names FX must not trace into
+        self._skip_names: list[str] = []
+        self._skip_classes: list[type] = []
         self.notes: list[str] = []  # lines the Numeric Suite printed
 
     # -- configuration -------------------------------------------------------------------------
@@ -150,12 +154,18 @@ class FxStaticFlow:
         """Insert observers (Conv-BN folded) into a copy of the float model."""
         from torch.ao.quantization.quantize_fx import prepare_fx
 
+        from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
+
         torch.backends.quantized.engine = self.backend
         self.check_overrides(model)
+        self._skip_names, self._skip_classes = resolve_non_traceable(model, self.non_traceable)
         check_finite_parameters(model)
+        custom = PrepareCustomConfig().set_non_traceable_module_names(self._skip_names) \
+            .set_non_traceable_module_classes(self._skip_classes)
         with quiet_torch(self.verbose, self.notes):
-            check_traceable(model)
-            return prepare_fx(copy.deepcopy(model).eval(), self.qconfig_mapping(), (example,))
+            check_traceable(model, self._skip_names, self._skip_classes)
+            return prepare_fx(copy.deepcopy(model).eval(), self.qconfig_mapping(), (example,),
+                              prepare_custom_config=custom)
 
     def convert(self, prepared: nn.Module) -> nn.Module:
         """A fresh int8 model from a calibrated prepared model (quantized models cannot be deep-copied)."""
@@ -169,7 +179,7 @@ class FxStaticFlow:
         """Matched (float folded weight, int8 weight) pairs, in model order."""
         import torch.ao.ns._numeric_suite_fx as ns
 
-        with quiet_torch(self.verbose, self.notes):
+        with quiet_torch(self.verbose, self.notes), self._ns_tracer():
             results = ns.extract_weights(FLOAT_NAME, prepared, QUANT_NAME, quantized)
         pairs = []
         for layer, by_type in results.items():
@@ -217,7 +227,7 @@ class FxStaticFlow:
         import torch.ao.ns._numeric_suite_fx as ns
 
         quantized = self.convert(prepared)
-        with quiet_torch(self.verbose, self.notes):
+        with quiet_torch(self.verbose, self.notes), self._ns_tracer():
             return ns.add_loggers(FLOAT_NAME, copy.deepcopy(float_model), QUANT_NAME, quantized, logger_cls)
 
     def shadow_model(self, float_model: nn.Module, prepared: nn.Module, logger_cls) -> tuple[nn.Module, list[dict]]:
@@ -226,7 +236,7 @@ class FxStaticFlow:
 
         quantized = self.convert(prepared)
         lines: list[str] = []
-        with quiet_torch(self.verbose, lines):
+        with quiet_torch(self.verbose, lines), self._ns_tracer():
             model = ns.add_shadow_loggers(FLOAT_NAME, copy.deepcopy(float_model), QUANT_NAME, quantized, logger_cls)
         self.notes.extend(lines)
         skipped = []
@@ -235,6 +245,27 @@ class FxStaticFlow:
             if m:
                 skipped.append({"op_type": m.group("b").strip(), "reason": m.group("why").strip()})
         return model, skipped
+
+    @contextlib.contextmanager
+    def _ns_tracer(self):
+        """The Numeric Suite builds ``NSTracer([], [])`` itself; give it the non-traceable modules too."""
+        import torch.ao.ns._numeric_suite_fx as ns
+
+        if not (self._skip_names or self._skip_classes):
+            yield
+            return
+        base = ns.NSTracer
+        names, classes = self._skip_names, self._skip_classes
+
+        class SkippingNSTracer(base):
+            def __init__(self, skipped_module_names, skipped_module_classes):
+                super().__init__(list(skipped_module_names) + names, list(skipped_module_classes) + classes)
+
+        ns.NSTracer = SkippingNSTracer
+        try:
+            yield
+        finally:
+            ns.NSTracer = base
 
     @staticmethod
     def logger_base():
@@ -252,7 +283,28 @@ def check_finite_parameters(model: nn.Module) -> None:
             raise InputError(f"model tensor {name!r} has {bad} NaN/Inf values; fix the weights (or checkpoint) first")
 
 
-def check_traceable(model: nn.Module) -> None:
+def resolve_non_traceable(model: nn.Module, specs) -> tuple[list[str], list[type]]:
+    """``--non-traceable`` values as module paths and classes; a value matching neither is an input error."""
+    modules = dict(model.named_modules())
+    classes = {}
+    for m in modules.values():
+        cls = type(m)
+        classes.setdefault(cls.__name__, cls)
+        classes.setdefault(f"{cls.__module__}.{cls.__qualname__}", cls)
+    names, found = [], []
+    for spec in specs:
+        if spec in modules and spec:
+            names.append(spec)
+        elif spec in classes:
+            found.append(classes[spec])
+        else:
+            close = difflib.get_close_matches(spec, [n for n in modules if n] + list(classes), n=3)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            raise InputError(f"--non-traceable {spec!r} is neither a module path nor a module class of the model{hint}")
+    return names, found
+
+
+def check_traceable(model: nn.Module, skip_names=(), skip_classes=()) -> None:
     """Trace the model as ``prepare_fx`` will; on failure name the innermost module where tracing stopped."""
     from torch.ao.quantization.fx.tracer import QuantizationTracer
 
@@ -267,16 +319,20 @@ def check_traceable(model: nn.Module) -> None:
                     self.failed_in = self.path_of_module(m)
                 raise
 
-    tracer = LocatingTracer([], [])
+    tracer = LocatingTracer(list(skip_names), list(skip_classes))
     copied = copy.deepcopy(model).eval()
     try:
         graph = tracer.trace(copied)
     except Exception as exc:
-        where = f"module {tracer.failed_in!r}" if tracer.failed_in else "the model's own forward"
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:160]
+        if tracer.failed_in:
+            raise InputError(
+                f"torch.fx cannot trace module {tracer.failed_in!r} ({exc.__class__.__name__}: {first}); pass "
+                f"--non-traceable {tracer.failed_in} to keep it float and untraced, or rewrite its forward"
+            ) from None
         raise InputError(
-            f"torch.fx cannot trace {where} ({exc.__class__.__name__}: {first}); rewrite that forward without "
-            "Python control flow on tensor values, or keep that part out of the traced model"
+            f"torch.fx cannot trace the model's own forward ({exc.__class__.__name__}: {first}); move the "
+            "data-dependent code into a submodule and pass it to --non-traceable"
         ) from None
     try:
         torch.fx.GraphModule(copied, graph)  # FX writes Python code for the graph; odd module names break it

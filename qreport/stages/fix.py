@@ -71,7 +71,8 @@ def run(ctx) -> pd.DataFrame:
     }
     rows = [before]
     if extra:
-        flow = type(ctx.flow)(ctx.flow.backend, merged_overrides(ctx.config.overrides, extra), verbose=ctx.flow.verbose)
+        flow = type(ctx.flow)(ctx.flow.backend, merged_overrides(ctx.config.overrides, extra), verbose=ctx.flow.verbose,
+                              non_traceable=ctx.flow.non_traceable)
         prepared = flow.prepare(ctx.loaded.module, ctx.data.example())
         with torch.no_grad():
             for x in ctx.batches(ctx.data.calibration, "fix: calibrate"):
