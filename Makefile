@@ -28,6 +28,8 @@ samples: $(STAMP)
 	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model mobilenet_v2 --out sample_reports/mobilenet_v2 --force
 	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model mobilenet_v2 --qconfig examples/seed_scenario.toml \
 		--out sample_reports/mobilenet_v2_seed_scenario --force
+	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model examples/sequence_model.py:lstm_classifier --mode dynamic \
+		--out sample_reports/lstm_dynamic --force
 	$(SAMPLE_ENV) $(VENV)/bin/qreport diff sample_reports/mobilenet_v2 sample_reports/mobilenet_v2_seed_scenario \
 		-o sample_reports/diff_default_vs_seed/diff.html
 

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (pretrained if the torch hub cache or a download has it, else random init with a warning), "
                    "none, or a torchvision weights name like IMAGENET1K_V1 (default: %(default)s)")
     b.add_argument("--checkpoint", metavar="PATH", help="a state_dict file to load (read with weights_only=True)")
+    b.add_argument("--mode", choices=("static", "dynamic"), default="static",
+                   help="static post-training quantization, or dynamic (int8 weights of Linear/LSTM/GRU, activations "
+                   "quantized per batch) (default: %(default)s)")
     b.add_argument("--non-traceable", action="append", default=[], metavar="MODULE_OR_CLASS",
                    help="a module path or class name torch.fx cannot trace: it stays float and untraced (repeatable)")
     b.add_argument("--backend", choices=("x86", "qnnpack"), default="x86", help="quantized engine (default: %(default)s)")
@@ -145,7 +148,7 @@ def cmd_build(args) -> int:
         qconfig_file=args.qconfig, overrides=overrides, thresholds=thresholds, data=args.data,
         eval_data=args.eval_data, calib_batches=args.calib_batches, eval_batches=args.eval_batches,
         batch_size=args.batch_size, input_shape=args.input_shape, seed=args.seed, target_sqnr=args.target_sqnr,
-        sensitivity_images=args.sensitivity_images, non_traceable=tuple(args.non_traceable),
+        sensitivity_images=args.sensitivity_images, non_traceable=tuple(args.non_traceable), mode=args.mode,
     )
     out = args.out or f"reports/{cfg.model.rpartition(':')[2].replace('/', '_')}"
     if not args.quiet:

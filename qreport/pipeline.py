@@ -16,7 +16,7 @@ from qreport import data as data_mod
 from qreport.config import BuildConfig, render_qconfig_toml
 from qreport.context import BuildContext
 from qreport.errors import InputError, QReportError
-from qreport.flows import FxStaticFlow, quiet_torch
+from qreport.flows import FLOWS, quiet_torch
 from qreport.macs import macs_per_module
 from qreport.models import load_model, recalibrate_batchnorm
 from qreport.schema import SCHEMA_VERSION
@@ -97,7 +97,9 @@ def _load(cfg: BuildConfig, progress: Progress, verbose: bool):
         if count:
             notes.append(f"random weights: BatchNorm statistics of {count} layers re-estimated on the calibration data")
     seconds = time.perf_counter() - t
-    progress.done("load", f"{loaded.name} ({'trained' if loaded.weights_trained else 'random'})", seconds)
+    kind = "random" if not loaded.weights_trained else "checkpoint" if cfg.checkpoint else \
+        "pretrained" if "pretrained" in loaded.weights_source else "as built"
+    progress.done("load", f"{loaded.name} ({kind} weights)", seconds)
     return loaded, data, example, notes, seconds
 
 
@@ -189,7 +191,7 @@ def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False
     progress = Progress(total=3 + len(ORDER) + 1, quiet=quiet)
     try:
         loaded, data, example, notes, load_seconds = _load(cfg, progress, verbose)
-        flow = FxStaticFlow(cfg.backend, cfg.overrides, verbose=verbose, non_traceable=cfg.non_traceable)
+        flow = FLOWS[cfg.mode](cfg.backend, cfg.overrides, verbose=verbose, non_traceable=cfg.non_traceable)
         ctx = BuildContext(config=cfg, flow=flow, loaded=loaded, data=data, quiet=quiet)
         timings = {"load": load_seconds, **_quantize(ctx, example, progress, verbose)}
         stages = _run_stages(ctx, writer, progress, verbose)

@@ -155,3 +155,24 @@ def test_bad_tensor_files(tmp_path, capsys, content, needle):
     assert main(tiny_args(tmp_path / "run", "tiny_cnn", "--data", str(path))) == 3
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_dynamic_quantization_of_an_lstm_model_keeps_what_the_suite_can_compare(tmp_path):
+    from conftest import ROOT
+
+    out = tmp_path / "run"
+    assert main(["build", "--model", str(ROOT / "examples" / "sequence_model.py") + ":lstm_classifier",
+                 "--mode", "dynamic", "--out", str(out), "--batch-size", "4", "--calib-batches", "1",
+                 "--eval-batches", "2", "-q"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["flow"] == "fx-dynamic"
+    assert manifest["stages"]["shadow"]["status"] == "failed"  # add_shadow_loggers cannot shadow an LSTM
+    assert "Index 1 out of range" in manifest["stages"]["shadow"]["error"]
+    assert all(s["status"] == "ok" for k, s in manifest["stages"].items() if k != "shadow")
+    weights = pd.read_parquet(out / "weights.parquet")
+    assert set(weights.layer_fqn) >= {"lstm", "fc2"} and weights.op_type.str.startswith("quantized.").all()
+    coverage = pd.read_parquet(out / "coverage.parquet").set_index("layer_fqn")
+    assert "output is a tuple, not a tensor" in coverage.loc["lstm", "note"]
+    acts = pd.read_parquet(out / "activations.parquet")
+    assert acts.scale.isna().all()  # dynamic: the int8 model's outputs are float
+    assert "Stage shadow failed" in (out / "report.html").read_text()

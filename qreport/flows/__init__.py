@@ -5,6 +5,6 @@ comparison stages. ``fx.FxStaticFlow`` wraps ``torch.ao.quantization`` FX graph 
 Numeric Suite; another flow (for example PT2E) can provide the same methods.
 """
 
-from qreport.flows.fx import FxStaticFlow, quiet_torch
+from qreport.flows.fx import FLOWS, FxDynamicFlow, FxStaticFlow, quiet_torch
 
-__all__ = ["FxStaticFlow", "quiet_torch"]
+__all__ = ["FLOWS", "FxDynamicFlow", "FxStaticFlow", "quiet_torch"]

@@ -184,14 +184,16 @@ class FxStaticFlow:
         pairs = []
         for layer, by_type in results.items():
             entry = by_type["weight"]
+            if FLOAT_NAME not in entry or QUANT_NAME not in entry:
+                continue  # matched on one side only (a fused float op without an int8 twin): coverage says so
             f, q = entry[FLOAT_NAME][0], entry[QUANT_NAME][0]
             pairs.append(
                 {
                     "layer": layer,
                     "layer_fqn": q.get("fqn") or f.get("fqn") or layer,
                     "op_type": q["ref_node_target_type"],
-                    "float_values": list(f["values"]),
-                    "quant_values": list(q["values"]),
+                    "float_values": _flat_weights(f["values"]),
+                    "quant_values": _flat_weights(q["values"]),
                 }
             )
         return pairs
@@ -275,6 +277,14 @@ class FxStaticFlow:
         return OutputLogger
 
 
+def _flat_weights(values) -> list:
+    """Weight tensors in order; recurrent layers give a list per layer (weight_ih first)."""
+    out = []
+    for v in values:
+        out.extend(_flat_weights(v) if isinstance(v, (list, tuple)) else [v])
+    return [v for v in out if isinstance(v, torch.Tensor)]
+
+
 def check_finite_parameters(model: nn.Module) -> None:
     """Refuse weights with NaN/Inf: observers would turn them into meaningless scales."""
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
@@ -356,3 +366,29 @@ def make_streaming_logger(pairing) -> type:
     StreamingLogger.__name__ = "StreamingLogger"
     return StreamingLogger
 
+
+
+class FxDynamicFlow(FxStaticFlow):
+    """Dynamic quantization (int8 weights, activations quantized per batch at run time) of Linear, LSTM and GRU."""
+
+    name = "fx-dynamic"
+
+    def qconfig_mapping(self):
+        """Dynamic qconfigs on Linear/LSTM/GRU (and ReLU, which fuses with Linear), with the overrides applied."""
+        from torch.ao.quantization import QConfigMapping, default_dynamic_qconfig, per_channel_dynamic_qconfig
+
+        mapping = QConfigMapping()
+        for op in (nn.Linear, nn.LSTM, nn.GRU, nn.ReLU, F.relu, torch.relu):
+            mapping.set_object_type(op, default_dynamic_qconfig)
+        for override in self.overrides:
+            if override.preset == "float":
+                qconfig = None
+            elif override.preset == "per_channel" or override.weight == "per_channel":
+                qconfig = per_channel_dynamic_qconfig
+            else:
+                qconfig = default_dynamic_qconfig
+            mapping.set_module_name(override.module, qconfig)
+        return mapping
+
+
+FLOWS = {"static": FxStaticFlow, "dynamic": FxDynamicFlow}

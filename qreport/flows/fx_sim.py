@@ -133,8 +133,8 @@ class Simulator:
 
     @staticmethod
     def _fake_quant(observer) -> _FakeQuant | None:
-        if observer.dtype not in _DTYPE_RANGE:
-            return None
+        if observer.dtype not in _DTYPE_RANGE or getattr(observer, "is_dynamic", False):
+            return None  # dynamic quantization picks its range per batch at run time: nothing fixed to simulate
         scale, _ = observer.calculate_qparams()
         if scale.numel() != 1:
             return None

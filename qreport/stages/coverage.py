@@ -44,7 +44,7 @@ def run(ctx) -> pd.DataFrame:
         if not fqn or list(module.children()) or not any(True for _ in module.parameters(recurse=False)):
             continue
         status = quant_status(q_modules.get(fqn))
-        rows.append({"layer_fqn": fqn, "op_type": type(module).__name__, "status": status})
+        rows.append({"layer_fqn": fqn, "op_type": type(module).__name__, "status": status, "weighted": True})
         seen.add(fqn)
     for stage in ("activations", "shadow"):
         df = ctx.tables.get(stage)
@@ -64,6 +64,8 @@ def run(ctx) -> pd.DataFrame:
             notes.append(f"kept float by qconfig ({by})" if by else "no quantized kernel for this op; runs in float")
         for stage in ("weights", "activations", "shadow"):
             row[f"in_{stage}"] = fqn in in_stage[stage]
+        if row.pop("weighted", False) and row["status"] == "quantized" and not row["in_weights"]:
+            notes.append("not in weights: the Numeric Suite found no int8 weight to pair with it")
         if row["status"] != "fused":
             for stage in ("activations", "shadow"):
                 if not row[f"in_{stage}"]:
