@@ -148,3 +148,11 @@ def test_help_teaches_the_commands(capsys):
     out = capsys.readouterr().out
     for option in ("--model", "--weights", "--qconfig", "--data", "--eval-batches", "--force", "examples:", "exit codes"):
         assert option in out
+
+
+def test_checkpoint_that_is_not_a_state_dict(tmp_path, capsys):
+    ckpt = tmp_path / "list.pt"
+    torch.save([torch.zeros(2), torch.ones(2)], ckpt)
+    _fails(capsys, tiny_args(tmp_path / "o", "tiny_cnn", "--checkpoint", str(ckpt)), 3,
+           "is not a state_dict", "save model.state_dict()")
+    assert not (tmp_path / "o").exists()
