@@ -10,7 +10,7 @@ from qreport.errors import OutputError
 from qreport.render import charts
 from qreport.render.fmt import fmt_db, fmt_pct, sort_key
 from qreport.render.html import environment
-from qreport.render.markdown import _num, md_escape, md_table
+from qreport.render.markdown import json_number, md_escape, md_table
 from qreport.store import RunReader, json_text, write_text_atomic
 from qreport.timestamp import build_timestamp
 
@@ -120,13 +120,13 @@ def diff_data(result: dict) -> dict:
         "verdict": result["verdict"],
         "base": result["base"]["path"],
         "head": result["head"]["path"],
-        "output_sqnr_delta_db": _num(result["output_delta_db"]),
-        "top1_agreement_delta": _num(result["top1_delta"]),
+        "output_sqnr_delta_db": json_number(result["output_delta_db"]),
+        "top1_agreement_delta": json_number(result["top1_delta"]),
         "same_within_db": result["same_within_db"],
         "gate": result["gate"],
         "status_changes": [{"layer_fqn": k, "base": a, "head": b} for k, a, b in result["status_changes"]],
-        "changed": {view: [{"layer_fqn": d.layer_fqn, "base_db": _num(d.base_db), "head_db": _num(d.head_db),
-                            "delta_db": _num(d.delta_db)} for d in rows] for view, rows in result["changed"].items()},
+        "changed": {view: [{"layer_fqn": d.layer_fqn, "base_db": json_number(d.base_db), "head_db": json_number(d.head_db),
+                            "delta_db": json_number(d.delta_db)} for d in rows] for view, rows in result["changed"].items()},
         "appeared": result["appeared"],
         "disappeared": result["disappeared"],
     }

@@ -25,7 +25,7 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _num(v):
+def json_number(v):
     """JSON-safe number: NaN becomes None, infinities become strings."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
@@ -84,16 +84,16 @@ def run_summary(view: dict) -> tuple[str, dict]:
     data = {
         "model": man["model"]["name"],
         "verdict": verdict["level"],
-        "output_sqnr_db": _num(raw["output_sqnr_db"]),
-        "top1_agreement": _num(raw["top1_agreement"]),
+        "output_sqnr_db": json_number(raw["output_sqnr_db"]),
+        "top1_agreement": json_number(raw["top1_agreement"]),
         "samples": verdict["samples"],
         "flagged_layers": verdict["bad_count"],
         "weights_trained": man["weights"]["trained"],
         "failed_stages": failed,
         "gate": gate,
-        "fix": {"changes": fix["changes"], "output_sqnr_db_after": _num(fix["gain_db"] + raw["output_sqnr_db"])}
+        "fix": {"changes": fix["changes"], "output_sqnr_db_after": json_number(fix["gain_db"] + raw["output_sqnr_db"])}
         if fix else None,
-        "worst_layers": [{k: _num(v) for k, v in r.items()} for r in worst],
+        "worst_layers": [{k: json_number(v) for k, v in r.items()} for r in worst],
         "findings": [{"code": f["code"], "severity": f["severity"], "layer_fqn": f["layer_fqn"]} for f in view["findings"]],
     }
     return "\n".join(lines), data

@@ -8,13 +8,14 @@ import torch
 from qreport.streaming import LayerStats
 
 
-def _first_tensor(out):
+def first_tensor(out):
+    """The first tensor in a model output (a tensor, or nested tuples/lists/dicts of them)."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, (tuple, list)) and out:
-        return _first_tensor(out[0])
+        return first_tensor(out[0])
     if isinstance(out, dict) and out:
-        return _first_tensor(next(iter(out.values())))
+        return first_tensor(next(iter(out.values())))
     raise TypeError(f"model output is a {type(out).__name__} without tensors")
 
 
@@ -25,8 +26,8 @@ def agreement(float_model, quantized, batches) -> dict:
     classes: set[int] = set()
     with torch.no_grad():
         for x in batches:
-            ref = _first_tensor(float_model(x)).float()
-            out = _first_tensor(quantized(x))
+            ref = first_tensor(float_model(x)).float()
+            out = first_tensor(quantized(x))
             out = out.dequantize() if out.is_quantized else out.float()
             stats.update(ref, out)
             if ref.dim() >= 2:

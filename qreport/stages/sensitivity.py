@@ -14,7 +14,7 @@ import torch
 
 from qreport.flows.fx import short_type
 from qreport.flows.fx_sim import Simulator
-from qreport.stages.model import _first_tensor
+from qreport.stages.model import first_tensor
 from qreport.streaming import LayerStats
 
 GREEDY_MAX_LAYERS = 10
@@ -48,15 +48,15 @@ def run(ctx) -> pd.DataFrame:
     batches = _images(ctx.data.evaluation, ctx.config.sensitivity_images)
     sim = Simulator(ctx.prepared, ctx.quantized, ctx.data.calibration)
     with torch.no_grad():
-        refs = [_first_tensor(ctx.loaded.module(x)).float() for x in batches]
-        real = [_first_tensor(ctx.quantized(x)) for x in batches]
+        refs = [first_tensor(ctx.loaded.module(x)).float() for x in batches]
+        real = [first_tensor(ctx.quantized(x)) for x in batches]
 
     def measure(**config) -> tuple[float, float]:
         sim.configure(**config)
-        return _score(refs, [_first_tensor(o) for o in sim.outputs(batches)])
+        return _score(refs, [first_tensor(o) for o in sim.outputs(batches)])
 
     base_db, base_top1 = measure()
-    sim_outs = [_first_tensor(o) for o in sim.outputs(batches)]
+    sim_outs = [first_tensor(o) for o in sim.outputs(batches)]
     agreement_db, _ = _score([r.dequantize() if r.is_quantized else r for r in real], sim_outs)
     real_db, real_top1 = _score(refs, real)
     rows = [
