@@ -108,3 +108,10 @@ def test_render_refuses_a_missing_or_incomplete_run(tmp_path, capsys):
     assert main(["render", str(tmp_path / "half")]) == 4
     assert "not a finished qreport run" in capsys.readouterr().err
     assert not (tmp_path / "half" / "report.html").exists()
+
+
+def test_dollar_signs_in_layer_names_are_text_not_mathtext():
+    from qreport.render import charts
+
+    svg = charts.weights_chart(["a$x^$", "b$"], [30.0, 40.0], [False, True])
+    assert "a$x^$" in svg and "b$" in svg

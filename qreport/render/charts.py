@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import re
@@ -16,6 +17,16 @@ BAD = "#c0392b"
 BLUE = "#2c6fbb"
 ORANGE = "#e08a1e"
 GREY = "#8a8f98"
+
+
+def _plain_text(chart):
+    """Run a chart function with mathtext off: a layer name with ``$`` is text, not TeX to parse."""
+    @functools.wraps(chart)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return chart(*args, **kwargs)
+
+    return wrapper
 
 
 def _svg(fig, salt: str) -> str:
@@ -72,6 +83,7 @@ def _figure(n: int):
     return fig, ax
 
 
+@_plain_text
 def weights_chart(labels: list[str], sqnr: list[float], bad: list[bool]) -> str:
     """Bar chart of weight SQNR per layer; outliers in red."""
     fig, ax = _figure(len(labels))
@@ -84,6 +96,7 @@ def weights_chart(labels: list[str], sqnr: list[float], bad: list[bool]) -> str:
     return _svg(fig, "weights")
 
 
+@_plain_text
 def activations_chart(labels: list[str], propagated: list[float], isolated: list[float], bad: list[bool]) -> str:
     """Propagated and isolated activation SQNR per layer on one axis: the gap shows where error starts."""
     fig, ax = _figure(len(labels))
@@ -105,6 +118,7 @@ def activations_chart(labels: list[str], propagated: list[float], isolated: list
     return _svg(fig, "activations")
 
 
+@_plain_text
 def histogram_chart(salt: str, lo: float, hi: float, hist_float: list[int], hist_quant: list[int],
                     range_lo: float, range_hi: float) -> str:
     """Float vs int8 value histograms of one layer, with the int8 representable range marked."""
@@ -127,6 +141,7 @@ def histogram_chart(salt: str, lo: float, hi: float, hist_float: list[int], hist
     return _svg(fig, salt)
 
 
+@_plain_text
 def delta_chart(labels: list[str], series: dict[str, list[float]]) -> str:
     """SQNR change per layer (head − base) for each view; changes to or from exact are drawn at the edge."""
     fig, ax = _figure(len(labels))
@@ -145,6 +160,7 @@ def delta_chart(labels: list[str], series: dict[str, list[float]]) -> str:
     return _svg(fig, "delta")
 
 
+@_plain_text
 def sensitivity_chart(labels: list[str], quant_alone: list[float], float_alone: list[float], chosen: list[bool],
                       base: float, target: float) -> str:
     """Output SQNR with only each layer quantized, and with only it kept float; the greedy set shaded."""
