@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import math
 import re
@@ -17,16 +16,6 @@ BAD = "#c0392b"
 BLUE = "#2c6fbb"
 ORANGE = "#e08a1e"
 GREY = "#8a8f98"
-
-
-def _plain_text(chart):
-    """Run a chart function with mathtext off: a layer name with ``$`` is text, not TeX to parse."""
-    @functools.wraps(chart)
-    def wrapper(*args, **kwargs):
-        with matplotlib.rc_context({"text.parse_math": False}):
-            return chart(*args, **kwargs)
-
-    return wrapper
 
 
 def _svg(fig, salt: str) -> str:
@@ -69,7 +58,8 @@ def _axis_labels(ax, labels, max_labels: int = 90) -> None:
     step = max(1, math.ceil(n / max_labels))
     ticks = list(range(0, n, step))
     ax.set_xticks(ticks)
-    ax.set_xticklabels([labels[i] for i in ticks], rotation=90, fontsize=6)
+    # layer names are text: a "$" must not start matplotlib's mathtext
+    ax.set_xticklabels([labels[i].replace("$", r"\$") for i in ticks], rotation=90, fontsize=6)
     ax.set_xlim(-0.6, n - 0.4)
 
 
@@ -83,7 +73,6 @@ def _figure(n: int):
     return fig, ax
 
 
-@_plain_text
 def weights_chart(labels: list[str], sqnr: list[float], bad: list[bool]) -> str:
     """Bar chart of weight SQNR per layer; outliers in red."""
     fig, ax = _figure(len(labels))
@@ -96,7 +85,6 @@ def weights_chart(labels: list[str], sqnr: list[float], bad: list[bool]) -> str:
     return _svg(fig, "weights")
 
 
-@_plain_text
 def activations_chart(labels: list[str], propagated: list[float], isolated: list[float], bad: list[bool]) -> str:
     """Propagated and isolated activation SQNR per layer on one axis: the gap shows where error starts."""
     fig, ax = _figure(len(labels))
@@ -118,7 +106,6 @@ def activations_chart(labels: list[str], propagated: list[float], isolated: list
     return _svg(fig, "activations")
 
 
-@_plain_text
 def histogram_chart(salt: str, lo: float, hi: float, hist_float: list[int], hist_quant: list[int],
                     range_lo: float, range_hi: float) -> str:
     """Float vs int8 value histograms of one layer, with the int8 representable range marked."""
@@ -141,7 +128,6 @@ def histogram_chart(salt: str, lo: float, hi: float, hist_float: list[int], hist
     return _svg(fig, salt)
 
 
-@_plain_text
 def delta_chart(labels: list[str], series: dict[str, list[float]]) -> str:
     """SQNR change per layer (head − base) for each view; changes to or from exact are drawn at the edge."""
     fig, ax = _figure(len(labels))
@@ -160,7 +146,6 @@ def delta_chart(labels: list[str], series: dict[str, list[float]]) -> str:
     return _svg(fig, "delta")
 
 
-@_plain_text
 def sensitivity_chart(labels: list[str], quant_alone: list[float], float_alone: list[float], chosen: list[bool],
                       base: float, target: float) -> str:
     """Output SQNR with only each layer quantized, and with only it kept float; the greedy set shaded."""
