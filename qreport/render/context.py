@@ -36,23 +36,29 @@ def _cell(value, text, cls: str = "") -> dict:
     return {"text": text, "sort": sort_key(value), "cls": cls}
 
 
-def layer_rows(weights, prop, iso, t: rules.Thresholds, flagged_weights=frozenset()) -> list[dict]:
-    """One table row per layer in execution order, joining the three views by Numeric Suite layer name."""
+def _joined(weights, prop, iso):
+    """(layer, weights row, propagated row, isolated row) per layer, in execution order, matched by layer name.
+
+    Missing rows are ``{}``. Order: the propagated view's, then layers only the other views have.
+    """
     w = {r["layer"]: r for r in weights}
+    p = {r["layer"]: r for r in prop}
     i = {r["layer"]: r for r in iso}
     order = [r["layer"] for r in prop] or [r["layer"] for r in iso] or [r["layer"] for r in weights]
-    for extra in list(i) + list(w):
-        if extra not in order:
-            order.append(extra)
-    p = {r["layer"]: r for r in prop}
+    order += [k for k in list(i) + list(w) if k not in order]
+    return [(layer, w.get(layer, {}), p.get(layer, {}), i.get(layer, {})) for layer in dict.fromkeys(order)]
+
+
+def layer_rows(weights, prop, iso, t: rules.Thresholds, flagged_weights=frozenset()) -> list[dict]:
+    """One table row per layer in execution order, joining the three views by Numeric Suite layer name."""
     medians = {k: _median(r["sqnr_db"] for r in rows) for k, rows in (("w", weights), ("p", prop), ("i", iso))}
     rows = []
-    for n, layer in enumerate(order):
-        base = p.get(layer) or i.get(layer) or w.get(layer)
-        act = i.get(layer) or p.get(layer) or {}
+    for n, (layer, w_row, p_row, i_row) in enumerate(_joined(weights, prop, iso)):
+        base = p_row or i_row or w_row
+        act = i_row or p_row
 
-        def db(src, key):
-            v = src.get(layer, {}).get("sqnr_db", math.nan)
+        def db(row, key):
+            v = row.get("sqnr_db", math.nan)
             flagged = (key == "w" and layer in flagged_weights) or _bad([v], medians[key], t.gap_medium_db)[0]
             return _cell(v, fmt_db(v), "bad" if flagged else "")
 
@@ -63,9 +69,9 @@ def layer_rows(weights, prop, iso, t: rules.Thresholds, flagged_weights=frozense
             "fqn": _cell(base["layer_fqn"], base["layer_fqn"]),
             "op": _cell(base["op_type"], base["op_type"]),
             "order": _cell(n, str(n)),
-            "weights": db(w, "w"),
-            "propagated": db(p, "p"),
-            "isolated": db(i, "i"),
+            "weights": db(w_row, "w"),
+            "propagated": db(p_row, "p"),
+            "isolated": db(i_row, "i"),
             "cosine": _cell(act.get("cosine", math.nan), fmt_num(act.get("cosine", math.nan), 5)),
             "rmse": _cell(rmse, fmt_num(rmse, 2), "bad" if rmse > t.rmse_over_step else ""),
             "clipped": _cell(clipped, fmt_pct(clipped, 2), "bad" if clipped > t.clipped_fraction else ""),
@@ -79,18 +85,13 @@ def layer_rows(weights, prop, iso, t: rules.Thresholds, flagged_weights=frozense
 
 def raw_layers(weights, prop, iso) -> list[dict]:
     """Per-layer SQNR of the three views, unformatted, in execution order."""
-    w = {r["layer"]: r for r in weights}
-    p = {r["layer"]: r for r in prop}
-    i = {r["layer"]: r for r in iso}
-    order = [r["layer"] for r in prop] or [r["layer"] for r in iso] or [r["layer"] for r in weights]
-    order += [k for k in list(i) + list(w) if k not in order]
     out = []
-    for n, layer in enumerate(dict.fromkeys(order)):
-        base = p.get(layer) or i.get(layer) or w.get(layer)
+    for n, (_, w_row, p_row, i_row) in enumerate(_joined(weights, prop, iso)):
+        base = p_row or i_row or w_row
         out.append({"layer_fqn": base["layer_fqn"], "op_type": base["op_type"], "order": n,
-                    "weights_db": w.get(layer, {}).get("sqnr_db", math.nan),
-                    "propagated_db": p.get(layer, {}).get("sqnr_db", math.nan),
-                    "isolated_db": i.get(layer, {}).get("sqnr_db", math.nan)})
+                    "weights_db": w_row.get("sqnr_db", math.nan),
+                    "propagated_db": p_row.get("sqnr_db", math.nan),
+                    "isolated_db": i_row.get("sqnr_db", math.nan)})
     return out
 
 

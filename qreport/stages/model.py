@@ -19,22 +19,21 @@ def first_tensor(out):
     raise TypeError(f"model output is a {type(out).__name__} without tensors")
 
 
-def agreement(float_model, quantized, batches) -> dict:
-    """Output SQNR and top-1 agreement of ``quantized`` against ``float_model`` over ``batches``."""
+def score_outputs(pairs) -> dict:
+    """Output SQNR and top-1 agreement over (float output, int8 or simulated output) pairs."""
     stats = LayerStats()
     agree = samples = 0
     classes: set[int] = set()
-    with torch.no_grad():
-        for x in batches:
-            ref = first_tensor(float_model(x)).float()
-            out = first_tensor(quantized(x))
-            out = out.dequantize() if out.is_quantized else out.float()
-            stats.update(ref, out)
-            if ref.dim() >= 2:
-                top_ref, top_out = ref.argmax(dim=1), out.argmax(dim=1)
-                agree += int((top_ref == top_out).sum())
-                samples += int(top_ref.numel())
-                classes.update(int(c) for c in top_ref.unique())
+    for ref, out in pairs:
+        ref = first_tensor(ref).float()
+        out = first_tensor(out)
+        out = out.dequantize() if out.is_quantized else out.float()
+        stats.update(ref, out)
+        if ref.dim() >= 2:
+            top_ref, top_out = ref.argmax(dim=1), out.argmax(dim=1)
+            agree += int((top_ref == top_out).sum())
+            samples += int(top_ref.numel())
+            classes.update(int(c) for c in top_ref.unique())
     row = stats.row()
     return {
         "samples": samples,
@@ -47,6 +46,12 @@ def agreement(float_model, quantized, batches) -> dict:
         "float_top1_classes": len(classes),
         "nonfinite_count": row["nonfinite_count"],
     }
+
+
+def agreement(float_model, quantized, batches) -> dict:
+    """Output SQNR and top-1 agreement of ``quantized`` against ``float_model`` over ``batches``."""
+    with torch.no_grad():
+        return score_outputs((float_model(x), quantized(x)) for x in batches)
 
 
 def run(ctx) -> pd.DataFrame:

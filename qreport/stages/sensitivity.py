@@ -14,8 +14,7 @@ import torch
 
 from qreport.flows.fx import short_type
 from qreport.flows.fx_sim import Simulator
-from qreport.stages.model import first_tensor
-from qreport.streaming import LayerStats
+from qreport.stages.model import first_tensor, score_outputs
 
 GREEDY_MAX_LAYERS = 10
 GREEDY_MIN_GAIN_DB = 0.1
@@ -32,15 +31,8 @@ def _images(split, n: int) -> list[torch.Tensor]:
 
 
 def _score(refs, outs) -> tuple[float, float]:
-    stats = LayerStats()
-    agree = total = 0
-    for ref, out in zip(refs, outs):
-        out = out.dequantize() if out.is_quantized else out
-        stats.update(ref, out)
-        if ref.dim() >= 2:
-            agree += int((ref.argmax(1) == out.argmax(1)).sum())
-            total += ref.shape[0]
-    return stats.row()["sqnr_db"], (agree / total if total else math.nan)
+    scored = score_outputs(zip(refs, outs))
+    return scored["output_sqnr_db"], scored["top1_agreement"]
 
 
 def run(ctx) -> pd.DataFrame:
@@ -55,8 +47,9 @@ def run(ctx) -> pd.DataFrame:
         sim.configure(**config)
         return _score(refs, [first_tensor(o) for o in sim.outputs(batches)])
 
-    base_db, base_top1 = measure()
+    sim.configure()
     sim_outs = [first_tensor(o) for o in sim.outputs(batches)]
+    base_db, base_top1 = _score(refs, sim_outs)
     agreement_db, _ = _score([r.dequantize() if r.is_quantized else r for r in real], sim_outs)
     real_db, real_top1 = _score(refs, real)
     rows = [
@@ -72,11 +65,12 @@ def run(ctx) -> pd.DataFrame:
         quant_db, quant_top1 = measure(float_ops=set(sim.ops) - {op})
         measured.append((order, op, float_db, float_top1, quant_db, quant_top1))
     greedy = _greedy(measured, base_db, ctx.config.target_sqnr, measure)
+    op_types = _op_types(ctx.quantized)
     for order, op, float_db, float_top1, quant_db, quant_top1 in measured:
         fqn = ctx.layer_fqn(op)
         step, step_db = greedy.get(op, (-1, math.nan))
         rows.append({
-            "kind": "layer", "layer": op, "layer_fqn": fqn, "op_type": short_type(_op_type(ctx, op)),
+            "kind": "layer", "layer": op, "layer_fqn": fqn, "op_type": short_type(op_types.get(op, "")),
             "order": order, "has_weights": op in sim.weights, "macs": int(ctx.macs.get(fqn, 0)),
             "float_alone_sqnr_db": float_db, "float_alone_top1": float_top1,
             "quant_alone_sqnr_db": quant_db, "quant_alone_top1": quant_top1,
@@ -126,14 +120,16 @@ def _quantized_ops(ctx, sim) -> set[str]:
     return set(acts.loc[acts.scale.notna(), "layer"])
 
 
-def _op_type(ctx, op: str) -> str:
-    for node in ctx.quantized.graph.nodes:
-        if node.name == op:
-            if node.op == "call_module":
-                return type(ctx.quantized.get_submodule(node.target)).__module__ + "." + \
-                    type(ctx.quantized.get_submodule(node.target)).__name__
-            return getattr(node.target, "__name__", str(node.target))
-    return ""
+def _op_types(quantized) -> dict[str, str]:
+    """FX node name -> qualified type of what it calls in the int8 model."""
+    types = {}
+    for node in quantized.graph.nodes:
+        if node.op == "call_module":
+            cls = type(quantized.get_submodule(node.target))
+            types[node.name] = f"{cls.__module__}.{cls.__name__}"
+        else:
+            types[node.name] = getattr(node.target, "__name__", str(node.target))
+    return types
 
 
 def _model_row(name: str, sqnr: float, top1: float, sim_vs_real: float = math.nan) -> dict:
