@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.qreport-installed
 
-.PHONY: venv report test samples bench clean
+.PHONY: venv report test samples bench walk walk-record clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,14 @@ samples: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench.py
+
+# Every torchvision classifier built at a small input (about an hour; not part of make test).
+# walk checks the recorded results still hold; walk-record re-records them and the README table.
+walk: $(STAMP)
+	$(PY) -m pytest -q tests/model_walk.py
+
+walk-record: $(STAMP)
+	$(PY) tests/model_walk.py --record
 
 clean:
 	rm -rf reports build dist *.egg-info .pytest_cache

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output SQNR the suggested float set aims for (default: %(default)s)")
     b.add_argument("--sensitivity-images", type=_positive, default=4, metavar="N",
                    help="evaluation images per simulated sensitivity pass (default: %(default)s)")
+    b.add_argument("--sensitivity-layers", type=_positive, metavar="N",
+                   help="simulate only the N layers with the lowest isolated SQNR (then propagated, then weight "
+                   "SQNR); bounds the time on large models (default: every layer)")
     b.add_argument("--fail-under-sqnr", type=float, metavar="DB",
                    help="CI gate: exit 1 (report still written) if the model output SQNR is below DB")
     _add_common(b)
@@ -129,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(d)
     d.set_defaults(func=cmd_diff)
 
-    m = sub.add_parser("models", help="list the torchvision model names --model accepts")
+    m = sub.add_parser("models", help="list the torchvision model names --model accepts and how each fared in the walk",
+                       description="Every torchvision classifier --model accepts, whether torchvision has a quantizable "
+                       "variant (used when it does), and the recorded walk: pass, partial (a stage failed; the report has "
+                       "the rest) or fail, at the input size tried, with the reason.")
     _add_common(m)
     m.set_defaults(func=cmd_models)
     return parser
@@ -148,7 +154,8 @@ def cmd_build(args) -> int:
         qconfig_file=args.qconfig, overrides=overrides, thresholds=thresholds, data=args.data,
         eval_data=args.eval_data, calib_batches=args.calib_batches, eval_batches=args.eval_batches,
         batch_size=args.batch_size, input_shape=args.input_shape, seed=args.seed, target_sqnr=args.target_sqnr,
-        sensitivity_images=args.sensitivity_images, non_traceable=tuple(args.non_traceable), mode=args.mode,
+        sensitivity_images=args.sensitivity_images,
+        sensitivity_layers=args.sensitivity_layers, non_traceable=tuple(args.non_traceable), mode=args.mode,
     )
     out = args.out or f"reports/{cfg.model.rpartition(':')[2].replace('/', '_')}"
     if not args.quiet:
@@ -194,11 +201,27 @@ def cmd_render(args) -> int:
 
 def cmd_models(args) -> int:
     """``qreport models``."""
+    import torch
+    import torchvision
+
+    from qreport.model_support import recorded_support
     from qreport.models import quantizable_names, torchvision_classifiers
 
+    support = recorded_support()
+    rows = {row["name"]: row for row in support["models"]}
     quantizable = set(quantizable_names())
+    if not args.quiet:
+        print(f"walk: every classifier built at a small input with torch {support['torch']}, torchvision "
+              f"{support['torchvision']} ({support['measured']}); partial = a stage failed, the report has the rest",
+              file=sys.stderr)
+        if (support["torch"], support["torchvision"]) != (torch.__version__, torchvision.__version__):
+            print(f"note: this is torch {torch.__version__}, torchvision {torchvision.__version__}; results may differ",
+                  file=sys.stderr)
+    print(f"{'model':<20} {'variant':<12} {'walk':<8} {'input':<10} detail")
     for name in torchvision_classifiers():
-        print(f"{name}\t{'quantizable variant' if name in quantizable else 'plain'}")
+        row = rows.get(name, {"status": "not walked", "input": "", "detail": ""})
+        variant = "quantizable" if name in quantizable else "plain"
+        print(f"{name:<20} {variant:<12} {row['status']:<8} {row['input']:<10} {row['detail']}".rstrip())
     return EXIT_OK
 
 

@@ -63,6 +63,7 @@ class BuildConfig:
     thresholds: tuple[tuple[str, float], ...] = ()  # guidance thresholds overridden by the qconfig file
     target_sqnr: float = 30.0  # output SQNR the greedy float set aims for (dB)
     sensitivity_images: int = 4  # evaluation images each simulated sensitivity pass runs
+    sensitivity_layers: int | None = None  # measure only this many layers, the lowest isolated SQNR first
 
     def to_dict(self) -> dict:
         """The config as plain JSON-able data."""

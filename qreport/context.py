@@ -30,6 +30,7 @@ class BuildContext:
     quiet: bool = False
     macs: dict = dataclasses.field(default_factory=dict)  # module path -> MACs per sample
     fix_overrides: tuple = ()  # the user's overrides plus the guidance's applied changes
+    notes: list = dataclasses.field(default_factory=list)  # lines for the report's notes
 
     def batches(self, split, desc: str):
         """Iterate a data split with a progress bar (hidden when quiet or not on a terminal)."""

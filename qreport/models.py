@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib
@@ -237,20 +238,34 @@ def load_model(name: str, weights: str = "auto", checkpoint: str | None = None) 
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, batches) -> int:
-    """Re-estimate BatchNorm running statistics on ``batches`` (cumulative average); returns the BN count."""
+    """Re-estimate BatchNorm running statistics on ``batches`` (cumulative average); returns the BN count.
+
+    Batches of one input are merged into one batch, since training-mode BatchNorm needs more than one value per
+    channel; if even that is a single input, the statistics are left as they were and 0 is returned.
+    """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
+    batches = list(batches)
+    if not norms or not batches:
         return 0
-    saved = {m: m.momentum for m in norms}
+    if any(len(x) < 2 for x in batches):
+        batches = [torch.cat(batches)]
+        if len(batches[0]) < 2:
+            return 0
+    saved = {m: (m.momentum, copy.deepcopy(m.state_dict())) for m in norms}
+    model.eval()  # only the BatchNorms train: no dropout, no training-only branches (inception's aux head)
     for m in norms:
         m.reset_running_stats()
         m.momentum = None
-    model.train()
+        m.train()
     try:
         for x in batches:
             model(x)
+    except BaseException:
+        for m, (_, state) in saved.items():
+            m.load_state_dict(state)
+        raise
     finally:
-        for m, momentum in saved.items():
+        for m, (momentum, _) in saved.items():
             m.momentum = momentum
         model.eval()
     return len(norms)

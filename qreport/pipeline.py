@@ -103,6 +103,20 @@ def _load(cfg: BuildConfig, progress: Progress, verbose: bool):
     return loaded, data, example, notes, seconds
 
 
+def _check_int8_runs(ctx: BuildContext, example, progress: Progress) -> None:
+    """Warn (terminal and report) when torch's int8 kernels cannot run the converted model at all."""
+    try:
+        with torch.no_grad():
+            ctx.quantized(example)
+    except Exception as exc:  # a kernel limitation of this backend, not the user's input
+        other = "qnnpack" if ctx.config.backend == "x86" else "x86"
+        detail = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ''}"
+        note = (f"the int8 model does not run on the {ctx.config.backend} backend ({detail}); the stages that run it "
+                f"are marked failed, the weights are still compared; try --backend {other}")
+        progress.say(f"WARNING: {note}")
+        ctx.notes.append(note)
+
+
 def _quantize(ctx: BuildContext, example, progress: Progress, verbose: bool) -> dict[str, float]:
     """Prepare, calibrate and convert; fill the context's graph facts. Returns the step timings."""
     timings = {}
@@ -119,6 +133,8 @@ def _quantize(ctx: BuildContext, example, progress: Progress, verbose: bool) -> 
     ctx.module_nodes = {n.name for n in ctx.quantized.graph.nodes if n.op == "call_module"}
     ctx.compare_after = ctx.flow.compare_after(ctx.quantized)
     ctx.macs = macs_per_module(ctx.loaded.module, example)
+    with quiet_torch(verbose):
+        _check_int8_runs(ctx, example, progress)
     timings["convert"] = time.perf_counter() - t
     progress.done("convert", f"backend {ctx.config.backend}", timings["convert"])
     return timings
@@ -151,9 +167,9 @@ def _run_stages(ctx: BuildContext, writer: RunWriter, progress: Progress, verbos
     return stages
 
 
-def _manifest(ctx: BuildContext, example, notes: list[str], stages: dict, timings: dict) -> dict:
+def _manifest(ctx: BuildContext, example, stages: dict, timings: dict) -> dict:
     """Versions, config, sources, notes and stage status: everything render and diff need besides the tables."""
-    cfg, loaded, data = ctx.config, ctx.loaded, ctx.data
+    cfg, loaded, data, notes = ctx.config, ctx.loaded, ctx.data, ctx.notes
     if data.skipped_files:
         names = ", ".join(Path(f).name for f in data.skipped_files[:5])
         more = f" and {len(data.skipped_files) - 5} more" if len(data.skipped_files) > 5 else ""
@@ -192,10 +208,10 @@ def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False
     try:
         loaded, data, example, notes, load_seconds = _load(cfg, progress, verbose)
         flow = FLOWS[cfg.mode](cfg.backend, cfg.overrides, verbose=verbose, non_traceable=cfg.non_traceable)
-        ctx = BuildContext(config=cfg, flow=flow, loaded=loaded, data=data, quiet=quiet)
+        ctx = BuildContext(config=cfg, flow=flow, loaded=loaded, data=data, quiet=quiet, notes=notes)
         timings = {"load": load_seconds, **_quantize(ctx, example, progress, verbose)}
         stages = _run_stages(ctx, writer, progress, verbose)
-        manifest = _manifest(ctx, example, notes, stages, timings)
+        manifest = _manifest(ctx, example, stages, timings)
         if fail_under_sqnr is not None:
             manifest["gate"] = output_gate(ctx.tables.get("model"), fail_under_sqnr)
         fix = ctx.tables.get("fix")

@@ -176,3 +176,59 @@ def test_render_survives_any_layer_names_and_values(tiny_run, tmp_path_factory, 
     assert html.count("<script>") == 1
     md = (run / "summary.md").read_text()
     assert "<b>" not in md
+
+
+def _pooled_bn_model():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.BatchNorm2d(4)).eval()
+
+
+def test_batchnorm_re_estimation_merges_batches_of_one_input():
+    """Random weights, --batch-size 1 and a 1×1 BatchNorm used to crash training-mode BatchNorm."""
+    import torch
+
+    from qreport.models import recalibrate_batchnorm
+
+    model = _pooled_bn_model()
+    batches = [torch.randn(1, 3, 8, 8) for _ in range(3)]
+    assert recalibrate_batchnorm(model, batches) == 1
+    pooled = model[1](model[0](torch.cat(batches))).flatten(1)
+    torch.testing.assert_close(model[2].running_mean, pooled.mean(0))
+    assert not model.training
+
+
+def test_batchnorm_statistics_are_kept_when_one_input_cannot_estimate_them():
+    import torch
+
+    from qreport.models import recalibrate_batchnorm
+
+    model = _pooled_bn_model()
+    model[2].running_mean.fill_(0.5)
+    assert recalibrate_batchnorm(model, [torch.randn(1, 3, 8, 8)]) == 0
+    assert torch.all(model[2].running_mean == 0.5)
+
+
+def test_batchnorm_re_estimation_keeps_the_rest_of_the_model_in_eval_mode():
+    """inception_v3's auxiliary head runs only in training mode and fails on small inputs."""
+    import torch
+    from torch import nn
+
+    from qreport.models import recalibrate_batchnorm
+
+    class TrainingOnlyBranch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = _pooled_bn_model()
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x):
+            if self.training:
+                raise RuntimeError("training-only branch ran")
+            return self.drop(self.body(x))
+
+    model = TrainingOnlyBranch().eval()
+    assert recalibrate_batchnorm(model, [torch.randn(2, 3, 8, 8)]) == 1
+    assert not any(m.training for m in model.modules())

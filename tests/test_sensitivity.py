@@ -1,5 +1,6 @@
 """Sensitivity on the simulated int8 model, the greedy float set, and the measured fix it feeds."""
 
+import json
 import math
 
 import pandas as pd
@@ -77,3 +78,16 @@ def test_a_reachable_target_suggests_no_float_layers(tmp_path):
     sens = pd.read_parquet(out / "sensitivity.parquet")
     assert (sens.greedy_step < 0).all()
     assert not math.isnan(sens[sens.kind == "layer"].target_sqnr_db.iloc[0])
+
+
+def test_sensitivity_layers_measures_only_the_lowest_isolated_sqnr_layers(tmp_path, tiny_run):
+    out = tmp_path / "capped"
+    assert main(tiny_args(out, "tiny_cnn", "--sensitivity-layers", "2")) == 0
+    layers = pd.read_parquet(out / "sensitivity.parquet").query("kind == 'layer'")
+    full = pd.read_parquet(tiny_run / "sensitivity.parquet").query("kind == 'layer'")
+    assert len(layers) == 2 < len(full)
+    shadow = pd.read_parquet(out / "shadow.parquet").groupby("layer")["sqnr_db"].min()
+    measurable = shadow.reindex(full.layer).fillna(math.inf).sort_values(kind="stable")
+    assert set(layers.layer) == set(measurable.index[:2])
+    notes = json.loads((out / "manifest.json").read_text())["data"]["notes"]
+    assert any(f"2 of {len(full)} layers" in n for n in notes)

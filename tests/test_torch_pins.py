@@ -118,3 +118,51 @@ def test_numeric_suite_ignores_prepare_fx_non_traceable_config_and_qreport_handl
         manifest = json.loads((out / "manifest.json").read_text())
         assert all(s["status"] == "ok" for s in manifest["stages"].values())
         assert set(pd.read_parquet(out / "shadow.parquet").layer_fqn) == {"stem", "fc"}
+
+
+def test_raw_shadow_loggers_feed_int8_to_a_float_layernorm_and_qreport_dequantizes(tmp_path):
+    """quantized.LayerNorm subclasses nn.LayerNorm, so the suite types its input as float and skips the dequantize."""
+    torch.backends.quantized.engine = "x86"
+    model = toy_models.norm_mlp().eval()
+    x = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized = convert_fx(_prepared(model, x))
+        shadow = ns.add_shadow_loggers("fp32", copy.deepcopy(model), "int8", quantized, ns.OutputLogger)
+    with pytest.raises(NotImplementedError, match="QuantizedCPU"):
+        shadow(x)
+
+    out = tmp_path / "run"
+    assert main(tiny_args(out, "norm_mlp")) == 0
+    iso = pd.read_parquet(out / "shadow.parquet").set_index("layer_fqn")
+    # A float shadow that ran the int8 kernel would match exactly (infinite SQNR); a real one does not.
+    for layer in ("norm", "act"):
+        assert 20.0 < iso.loc[layer, "sqnr_db"] < 80.0, iso.loc[layer, "sqnr_db"]
+
+
+def test_x86_int8_mean_over_a_1x1_conv_output_fails_and_qnnpack_works(tmp_path):
+    """Why the model walk starts at 64×64: at 32×32 the last feature map of most classifiers is 1×1."""
+    x = torch.randn(2, 3, 1, 1)
+    for engine, fails in (("x86", True), ("qnnpack", False)):
+        torch.backends.quantized.engine = engine
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            conv = torch.ao.nn.quantized.Conv2d(3, 4, 1)
+            y = conv(torch.quantize_per_tensor(x, 0.1, 128, torch.quint8))
+        if fails:
+            with pytest.raises(RuntimeError, match="channels_last"):
+                y.mean([2, 3])
+        else:
+            assert y.mean([2, 3]).shape == (2, 4)
+    torch.backends.quantized.engine = "x86"
+
+    out = tmp_path / "run"
+    assert main(tiny_args(out, "pointwise_mean")) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert any("does not run on the x86 backend" in n and "--backend qnnpack" in n for n in manifest["data"]["notes"])
+    assert manifest["stages"]["weights"]["status"] == "ok"
+    assert manifest["stages"]["model"]["status"] == "failed"
+    assert "does not run on the x86 backend" in (out / "report.html").read_text()
+    assert main(tiny_args(tmp_path / "qnnpack", "pointwise_mean", "--backend", "qnnpack")) == 0
+    manifest = json.loads((tmp_path / "qnnpack" / "manifest.json").read_text())
+    assert not any("does not run" in n for n in manifest["data"]["notes"])

@@ -163,3 +163,43 @@ class OutlierChannel(nn.Module):
 def outlier_channel():
     torch.manual_seed(0)
     return OutlierChannel()
+
+
+class NormMLP(nn.Module):
+    """Linear → LayerNorm → Hardswish(in place) → Linear: int8 modules the Numeric Suite mistypes as float-input."""
+
+    example_input_shape = (16,)
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(16, 32)
+        self.norm = nn.LayerNorm(32)
+        self.act = nn.Hardswish(inplace=True)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.norm(self.fc1(x))))
+
+
+def norm_mlp():
+    torch.manual_seed(0)
+    return NormMLP()
+
+
+class PointwiseMean(nn.Module):
+    """1×1 conv on a 1×1 input, then a spatial mean: torch's x86 int8 kernels cannot run it."""
+
+    example_input_shape = (3, 1, 1)
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean([2, 3]))
+
+
+def pointwise_mean():
+    torch.manual_seed(0)
+    return PointwiseMean()

@@ -78,6 +78,47 @@ def _clamp_callable(node, modules: dict) -> Callable | None:
     return None
 
 
+def _out_of_place_copy(model: nn.Module) -> nn.Module:
+    """A copy with every ``inplace=True`` activation made out-of-place (same values).
+
+    The Numeric Suite hands the int8 input of ops that accept both dtypes straight to the float shadow, and
+    in-place variants (``hardswish_``) have no quantized kernel; in-place ops also overwrite logged tensors.
+    """
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if getattr(module, "inplace", False) is True:
+            module.inplace = False
+    return model
+
+
+@contextlib.contextmanager
+def _int8_modules_take_int8():
+    """Make the Numeric Suite see int8 inputs on int8 modules that subclass their float twin.
+
+    It tests ``isinstance`` against its float-input module set first, so ``quantized.LayerNorm``, ``Hardswish``,
+    ``ELU``, ``LeakyReLU``, ``InstanceNorm*`` and ``Softmax`` count as float-input: their float shadow gets the
+    int8 tensor unconverted and either fails (``layer_norm``) or silently runs the int8 kernel. An exact type
+    match on the int8 set comes first here.
+    """
+    from torch.ao.ns.fx import graph_passes, utils
+
+    original = utils.get_node_first_input_and_output_type
+
+    def first_input_and_output_type(node, gm, logger_cls, node_type_to_io_type_map):
+        if node.op == "call_module":
+            module = utils.getattr_from_fqn(gm, node.target)
+            if type(module) in node_type_to_io_type_map["mods_io_type_int8"]:
+                return utils.NodeInputOrOutputType.INT8, utils.NodeInputOrOutputType.INT8
+        return original(node, gm, logger_cls, node_type_to_io_type_map)
+
+    utils.get_node_first_input_and_output_type = graph_passes.get_node_first_input_and_output_type = \
+        first_input_and_output_type
+    try:
+        yield
+    finally:
+        utils.get_node_first_input_and_output_type = graph_passes.get_node_first_input_and_output_type = original
+
+
 def _clamp_name(node, modules: dict) -> str:
     if node.op == "call_module":
         return type(modules[node.target]).__name__
@@ -179,7 +220,7 @@ class FxStaticFlow:
         """Matched (float folded weight, int8 weight) pairs, in model order."""
         import torch.ao.ns._numeric_suite_fx as ns
 
-        with quiet_torch(self.verbose, self.notes), self._ns_tracer():
+        with quiet_torch(self.verbose, self.notes), self._ns_patches():
             results = ns.extract_weights(FLOAT_NAME, prepared, QUANT_NAME, quantized)
         pairs = []
         for layer, by_type in results.items():
@@ -229,8 +270,8 @@ class FxStaticFlow:
         import torch.ao.ns._numeric_suite_fx as ns
 
         quantized = self.convert(prepared)
-        with quiet_torch(self.verbose, self.notes), self._ns_tracer():
-            return ns.add_loggers(FLOAT_NAME, copy.deepcopy(float_model), QUANT_NAME, quantized, logger_cls)
+        with quiet_torch(self.verbose, self.notes), self._ns_patches():
+            return ns.add_loggers(FLOAT_NAME, _out_of_place_copy(float_model), QUANT_NAME, quantized, logger_cls)
 
     def shadow_model(self, float_model: nn.Module, prepared: nn.Module, logger_cls) -> tuple[nn.Module, list[dict]]:
         """The int8 model with float shadows fed the same inputs (``add_shadow_loggers``) and what was skipped."""
@@ -238,8 +279,8 @@ class FxStaticFlow:
 
         quantized = self.convert(prepared)
         lines: list[str] = []
-        with quiet_torch(self.verbose, lines), self._ns_tracer():
-            model = ns.add_shadow_loggers(FLOAT_NAME, copy.deepcopy(float_model), QUANT_NAME, quantized, logger_cls)
+        with quiet_torch(self.verbose, lines), self._ns_patches():
+            model = ns.add_shadow_loggers(FLOAT_NAME, _out_of_place_copy(float_model), QUANT_NAME, quantized, logger_cls)
         self.notes.extend(lines)
         skipped = []
         for line in lines:
@@ -247,6 +288,12 @@ class FxStaticFlow:
             if m:
                 skipped.append({"op_type": m.group("b").strip(), "reason": m.group("why").strip()})
         return model, skipped
+
+    @contextlib.contextmanager
+    def _ns_patches(self):
+        """The Numeric Suite with our two corrections: the non-traceable modules and int8 input types."""
+        with self._ns_tracer(), _int8_modules_take_int8():
+            yield
 
     @contextlib.contextmanager
     def _ns_tracer(self):

@@ -58,7 +58,7 @@ def run(ctx) -> pd.DataFrame:
         _model_row("weights only quantized", *measure(activations=False)),
         _model_row("activations only quantized", *measure(weights=False)),
     ]
-    layers = [op for op in sim.ops if op in sim.weights or op in _quantized_ops(ctx, sim)]
+    layers = _worst_first(ctx, [op for op in sim.ops if op in sim.weights or op in _quantized_ops(ctx, sim)])
     measured = []
     for order, op in enumerate(ctx.progress(layers, "sensitivity")):
         float_db, float_top1 = measure(float_ops={op})
@@ -109,6 +109,24 @@ def _greedy(measured, base_db: float, target: float, measure) -> dict[str, tuple
     if steps and max(v for _, v in steps.values()) - base_db < GREEDY_MIN_GAIN_DB:
         return {}  # nothing helps: suggest no float layers
     return steps
+
+
+def _worst_first(ctx, layers: list[str]) -> list[str]:
+    """``layers`` in model order, cut to ``--sensitivity-layers``: lowest isolated SQNR first, then propagated,
+    then weight SQNR (whichever tables exist), then model order."""
+    cap = ctx.config.sensitivity_layers
+    if cap is None or cap >= len(layers):
+        return layers
+    rank = {op: i for i, op in enumerate(layers)}
+    keys = []
+    for stage in ("shadow", "activations", "weights"):
+        table = ctx.tables.get(stage)
+        if table is not None and len(table):
+            keys.append(table.groupby("layer")["sqnr_db"].min().to_dict())
+    worst = sorted(layers, key=lambda op: tuple(k.get(op, math.inf) for k in keys) + (rank[op],))[:cap]
+    ctx.notes.append(f"sensitivity simulated for {cap} of {len(layers)} layers, the lowest SQNR first "
+                     "(--sensitivity-layers)")
+    return sorted(worst, key=rank.get)
 
 
 def _quantized_ops(ctx, sim) -> set[str]:
