@@ -30,6 +30,8 @@ samples: $(STAMP)
 		--out sample_reports/mobilenet_v2_seed_scenario --force
 	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model examples/sequence_model.py:lstm_classifier --mode dynamic \
 		--out sample_reports/lstm_dynamic --force
+	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model examples/qat_model.py:qat_cnn_unmodelled --mode qat \
+		--out sample_reports/qat_unmodelled --force
 	$(SAMPLE_ENV) $(VENV)/bin/qreport diff sample_reports/mobilenet_v2 sample_reports/mobilenet_v2_seed_scenario \
 		-o sample_reports/diff_default_vs_seed/diff.html
 

@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "build",
         help="quantize a model, run every comparison stage and write the report",
-        description="Load the float model, quantize it (FX graph mode static PTQ), then run the stages in order: "
-        "weights, activations (propagated), shadow (isolated), model, coverage, guidance. Each stage writes "
+        description="Load the float model, quantize it (FX graph mode: static PTQ by default, --mode dynamic or qat), "
+        "then run the stages in order: weights, activations (propagated), shadow (isolated), model, channels, "
+        "sensitivity, coverage, guidance, fix. Each stage writes "
         "<out>/<stage>.parquet; the run ends with manifest.json and report.html.",
         epilog="examples:\n  qreport build --model mobilenet_v2\n"
         "  qreport build --model mobilenet_v2 --qconfig examples/seed_scenario.toml --out reports/seed\n"
@@ -72,9 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (pretrained if the torch hub cache or a download has it, else random init with a warning), "
                    "none, or a torchvision weights name like IMAGENET1K_V1 (default: %(default)s)")
     b.add_argument("--checkpoint", metavar="PATH", help="a state_dict file to load (read with weights_only=True)")
-    b.add_argument("--mode", choices=("static", "dynamic"), default="static",
-                   help="static post-training quantization, or dynamic (int8 weights of Linear/LSTM/GRU, activations "
-                   "quantized per batch) (default: %(default)s)")
+    b.add_argument("--mode", choices=("static", "dynamic", "qat"), default="static",
+                   help="static post-training quantization; dynamic (int8 weights of Linear/LSTM/GRU, activations "
+                   "quantized per batch); or qat (compare a model prepared for quantization-aware training, fake-quant "
+                   "ranges frozen, with its int8 conversion; a float model is prepared with the default QAT qconfigs) "
+                   "(default: %(default)s)")
     b.add_argument("--non-traceable", action="append", default=[], metavar="MODULE_OR_CLASS",
                    help="a module path or class name torch.fx cannot trace: it stays float and untraced (repeatable)")
     b.add_argument("--backend", choices=("x86", "qnnpack"), default="x86", help="quantized engine (default: %(default)s)")

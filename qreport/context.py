@@ -21,6 +21,7 @@ class BuildContext:
     data: object  # data.DataSource
     prepared: object = None  # calibrated model with observers (Conv-BN folded)
     quantized: object = None  # the int8 model
+    reference: object = None  # what the int8 model is compared with: the float model (the fake-quant one for QAT)
     node_fqns: dict = dataclasses.field(default_factory=dict)  # FX node name -> module path
     module_nodes: set = dataclasses.field(default_factory=set)  # FX nodes that call a module
     compare_after: dict = dataclasses.field(default_factory=dict)

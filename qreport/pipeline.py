@@ -126,6 +126,9 @@ def _quantize(ctx: BuildContext, example, progress: Progress, verbose: bool) -> 
         for x in ctx.batches(ctx.data.calibration, "calibrate"):
             ctx.prepared(x)
     timings["calibrate"] = time.perf_counter() - t
+    ctx.reference = ctx.flow.reference(ctx.loaded.module, ctx.prepared)
+    if ctx.flow.reference_note(ctx.loaded.module):
+        ctx.notes.append(ctx.flow.reference_note(ctx.loaded.module))
     progress.done("calibrate", f"{len(ctx.data.calibration)} batches of {ctx.config.batch_size}", timings["calibrate"])
     t = time.perf_counter()
     ctx.quantized = ctx.flow.convert(ctx.prepared)
@@ -145,6 +148,11 @@ def _run_stages(ctx: BuildContext, writer: RunWriter, progress: Progress, verbos
     stages: dict[str, dict] = {}
     for name, run in ORDER:
         t = time.perf_counter()
+        if name in ctx.flow.unsupported_stages:
+            stages[name] = {"status": "skipped", "error": ctx.flow.unsupported_stages[name], "seconds": 0.0}
+            ctx.stage_status[name] = "skipped"
+            progress.done(name, f"skipped in {ctx.flow.name}", 0.0)
+            continue
         try:
             with quiet_torch(verbose):
                 table = run(ctx)

@@ -116,11 +116,24 @@ def write_readme_table(rows: list[dict]) -> None:
     README.write_text(f"{head}{TABLE_BEGIN}\n{markdown_table(rows)}\n{TABLE_END}{tail}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Walk the models named (default: all) and print each row; ``--record`` writes the results."""
+def record(rows: list[dict]) -> None:
+    """Merge ``rows`` into qreport/model_support.json (replacing rows of the same models) and the README table."""
     import torch
     import torchvision
 
+    from qreport.models import torchvision_classifiers
+
+    recorded = {r["name"]: r for r in (load_support()["models"] if SUPPORT.exists() else [])}
+    recorded.update({r["name"]: r for r in rows})
+    merged = [recorded[n] for n in torchvision_classifiers() if n in recorded]
+    support = {"torch": torch.__version__, "torchvision": torchvision.__version__,
+               "measured": datetime.date.today().isoformat(), "build_args": BUILD_ARGS, "models": merged}
+    SUPPORT.write_text(json.dumps(support, indent=1, ensure_ascii=False) + "\n")
+    write_readme_table(merged)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Walk the models named (default: all) and print each row; ``--record`` writes each result as it comes."""
     from qreport.models import torchvision_classifiers
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", action="store_true",
                         help="write qreport/model_support.json and the README table (named models replace their rows)")
     args = parser.parse_args(argv)
+    if args.record and not args.names:
+        SUPPORT.unlink(missing_ok=True)  # a full walk starts from nothing
     names = args.names or torchvision_classifiers()
     rows = []
     with tempfile.TemporaryDirectory(prefix="qreport-walk-") as tmp:
@@ -136,14 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             r = rows[-1]
             print(f"[{i}/{len(names)}] {name:<20} {r['status']:<8} {r['input']:<10} {r['seconds']:>5} s "
                   f"{r['peak_rss_gib']:>5} GiB  {r['detail'][:120]}", flush=True)
-    if args.record:
-        recorded = {r["name"]: r for r in (load_support()["models"] if args.names and SUPPORT.exists() else [])}
-        recorded.update({r["name"]: r for r in rows})
-        rows = [recorded[n] for n in torchvision_classifiers() if n in recorded]
-        support = {"torch": torch.__version__, "torchvision": torchvision.__version__,
-                   "measured": datetime.date.today().isoformat(), "build_args": BUILD_ARGS, "models": rows}
-        SUPPORT.write_text(json.dumps(support, indent=1, ensure_ascii=False) + "\n")
-        write_readme_table(rows)
+            if args.record:
+                record([r])
     return 0 if all(r["status"] != "fail" for r in rows) else 1
 
 

@@ -203,3 +203,4 @@ class PointwiseMean(nn.Module):
 def pointwise_mean():
     torch.manual_seed(0)
     return PointwiseMean()
+

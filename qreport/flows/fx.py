@@ -193,8 +193,6 @@ class FxStaticFlow:
     # -- quantization --------------------------------------------------------------------------
     def prepare(self, model: nn.Module, example: torch.Tensor) -> nn.Module:
         """Insert observers (Conv-BN folded) into a copy of the float model."""
-        from torch.ao.quantization.quantize_fx import prepare_fx
-
         from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
 
         torch.backends.quantized.engine = self.backend
@@ -205,8 +203,29 @@ class FxStaticFlow:
             .set_non_traceable_module_classes(self._skip_classes)
         with quiet_torch(self.verbose, self.notes):
             check_traceable(model, self._skip_names, self._skip_classes)
-            return prepare_fx(copy.deepcopy(model).eval(), self.qconfig_mapping(), (example,),
-                              prepare_custom_config=custom)
+            return self._prepare_fx(copy.deepcopy(model), example, custom)
+
+    def _prepare_fx(self, model: nn.Module, example: torch.Tensor, custom) -> nn.Module:
+        from torch.ao.quantization.quantize_fx import prepare_fx
+
+        return prepare_fx(model.eval(), self.qconfig_mapping(), (example,), prepare_custom_config=custom)
+
+    def reference(self, float_model: nn.Module, prepared: nn.Module) -> nn.Module:
+        """The model the int8 one is compared with: the float model."""
+        return float_model
+
+    def reference_note(self, model: nn.Module) -> str:
+        """A line for the report when the reference is not simply the float model."""
+        return ""
+
+    #: stage name -> why this flow cannot run it (the stage is recorded as skipped)
+    unsupported_stages: dict[str, str] = {}
+
+    def with_overrides(self, overrides: Iterable[ModuleOverride]) -> "FxStaticFlow":
+        """The same flow with other per-module overrides (the fix stage re-quantizes with them)."""
+        flow = copy.copy(self)
+        flow.overrides, flow.notes = tuple(overrides), []
+        return flow
 
     def convert(self, prepared: nn.Module) -> nn.Module:
         """A fresh int8 model from a calibrated prepared model (quantized models cannot be deep-copied)."""
@@ -368,6 +387,3 @@ class FxDynamicFlow(FxStaticFlow):
                 qconfig = default_dynamic_qconfig
             mapping.set_module_name(override.module, qconfig)
         return mapping
-
-
-FLOWS = {"static": FxStaticFlow, "dynamic": FxDynamicFlow}

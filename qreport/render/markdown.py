@@ -63,9 +63,12 @@ def run_summary(view: dict) -> tuple[str, dict]:
             f"**{fix['output_sqnr']['after']}**, top-1 agreement {fix['top1']['before']} → **{fix['top1']['after']}**; "
             f"parameters in float {fix['params']['before']} → {fix['params']['after']}."
         )
-    failed = [s["name"] for s in view["failed_stages"]]
+    failed = [s["name"] for s in view["failed_stages"] if s.get("status") != "skipped"]
+    skipped = [s["name"] for s in view["failed_stages"] if s.get("status") == "skipped"]
     if failed:
         lines.append(f"Stages that failed: {md_escape(', '.join(failed))} (see the report).")
+    if skipped:
+        lines.append(f"Stages skipped in {md_escape(man['flow'])}: {md_escape(', '.join(skipped))}.")
     lines += ["", "### Worst layers", ""]
     lines.append(md_table(
         ["layer", "op", "isolated", "propagated", "weights"],
@@ -90,6 +93,7 @@ def run_summary(view: dict) -> tuple[str, dict]:
         "flagged_layers": verdict["bad_count"],
         "weights_trained": man["weights"]["trained"],
         "failed_stages": failed,
+        "skipped_stages": skipped,
         "gate": gate,
         "fix": {"changes": fix["changes"], "output_sqnr_db_after": json_number(fix["gain_db"] + raw["output_sqnr_db"])}
         if fix else None,

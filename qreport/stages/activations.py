@@ -51,7 +51,7 @@ def uncompared(ctx, pairing: LayerPairing) -> list[dict]:
 def run(ctx) -> pd.DataFrame:
     """Stream every evaluation batch through both logged models; keep only running statistics."""
     pairing = new_pairing(ctx)
-    float_logged, quant_logged = ctx.flow.logged_models(ctx.loaded.module, ctx.prepared, make_streaming_logger(pairing))
+    float_logged, quant_logged = ctx.flow.logged_models(ctx.reference, ctx.prepared, make_streaming_logger(pairing))
     with torch.no_grad():
         for x in ctx.batches(ctx.data.evaluation, "activations"):
             quant_logged(x)  # int8 first: its (1-byte) tensors wait, each float one is folded as it arrives

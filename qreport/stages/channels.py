@@ -23,7 +23,7 @@ def run(ctx) -> pd.DataFrame:
     """Fold each batch's per-channel |max| of every Conv/Linear input; one row per module, in model order."""
     absmax: dict[str, torch.Tensor] = {}
     hooks = []
-    modules = [(name, m) for name, m in ctx.loaded.module.named_modules() if isinstance(m, _LAYERS)]
+    modules = [(name, m) for name, m in ctx.reference.named_modules() if isinstance(m, _LAYERS)]
     for name, module in modules:
         def pre_hook(mod, args, name=name):
             x = args[0].detach()
@@ -35,7 +35,7 @@ def run(ctx) -> pd.DataFrame:
     try:
         with torch.no_grad():
             for x in ctx.batches(ctx.data.evaluation, "channels"):
-                ctx.loaded.module(x)
+                ctx.reference(x)
     finally:
         for h in hooks:
             h.remove()

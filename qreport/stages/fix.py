@@ -71,14 +71,13 @@ def run(ctx) -> pd.DataFrame:
     }
     rows = [before]
     if extra:
-        flow = type(ctx.flow)(ctx.flow.backend, merged_overrides(ctx.config.overrides, extra), verbose=ctx.flow.verbose,
-                              non_traceable=ctx.flow.non_traceable)
+        flow = ctx.flow.with_overrides(merged_overrides(ctx.config.overrides, extra))
         prepared = flow.prepare(ctx.loaded.module, ctx.data.example())
         with torch.no_grad():
             for x in ctx.batches(ctx.data.calibration, "fix: calibrate"):
                 prepared(x)
         quantized = flow.convert(prepared)
-        after = agreement(ctx.loaded.module, quantized, ctx.batches(ctx.data.evaluation, "fix: evaluate"))
+        after = agreement(ctx.reference, quantized, ctx.batches(ctx.data.evaluation, "fix: evaluate"))
         rows.append({
             "step": "after", "changes": render_qconfig_toml(extra),
             "output_sqnr_db": after["output_sqnr_db"], "top1_agreement": after["top1_agreement"],

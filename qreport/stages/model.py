@@ -56,4 +56,4 @@ def agreement(float_model, quantized, batches) -> dict:
 
 def run(ctx) -> pd.DataFrame:
     """Run the plain float and int8 models on the evaluation batches."""
-    return pd.DataFrame([agreement(ctx.loaded.module, ctx.quantized, ctx.batches(ctx.data.evaluation, "model"))])
+    return pd.DataFrame([agreement(ctx.reference, ctx.quantized, ctx.batches(ctx.data.evaluation, "model"))])

@@ -40,7 +40,7 @@ def run(ctx) -> pd.DataFrame:
     batches = _images(ctx.data.evaluation, ctx.config.sensitivity_images)
     sim = Simulator(ctx.prepared, ctx.quantized, ctx.data.calibration)
     with torch.no_grad():
-        refs = [first_tensor(ctx.loaded.module(x)).float() for x in batches]
+        refs = [first_tensor(ctx.reference(x)).float() for x in batches]
         real = [first_tensor(ctx.quantized(x)) for x in batches]
 
     def measure(**config) -> tuple[float, float]:

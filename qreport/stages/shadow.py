@@ -12,7 +12,7 @@ from qreport.stages.activations import new_pairing, pairing_rows, uncompared
 def run(ctx) -> pd.DataFrame:
     """Each float shadow is fed the int8 model's own input, so a row shows the error that op adds."""
     pairing = new_pairing(ctx, clone_float=False)  # float shadows feed only their loggers
-    model, skipped = ctx.flow.shadow_model(ctx.loaded.module, ctx.prepared, make_streaming_logger(pairing))
+    model, skipped = ctx.flow.shadow_model(ctx.reference, ctx.prepared, make_streaming_logger(pairing))
     with torch.no_grad():
         for x in ctx.batches(ctx.data.evaluation, "shadow"):
             model(x)
