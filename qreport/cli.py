@@ -57,13 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "build",
         help="quantize a model, run every comparison stage and write the report",
-        description="Load the float model, quantize it (FX graph mode: static PTQ by default, --mode dynamic or qat), "
-        "then run the stages in order: weights, activations (propagated), shadow (isolated), model, channels, "
-        "sensitivity, coverage, guidance, fix. Each stage writes "
-        "<out>/<stage>.parquet; the run ends with manifest.json and report.html.",
+        description="Load the float model, quantize it (FX graph mode: static PTQ by default, --mode dynamic or qat),\n"
+        "then run the stages in order: weights, activations (propagated), shadow (isolated), model, channels,\n"
+        "sensitivity, coverage, guidance, fix. Each stage writes <out>/<stage>.parquet; the run ends with\n"
+        "manifest.json and report.html.",
         epilog="examples:\n  qreport build --model mobilenet_v2\n"
         "  qreport build --model mobilenet_v2 --qconfig examples/seed_scenario.toml --out reports/seed\n"
-        "  qreport build --model mypkg.nets:small_cnn --input-shape 3,32,32 --data ./images\n\n" + EPILOG,
+        "  qreport build --model mypkg.nets:small_cnn --input-shape 3,32,32 --data ./images\n"
+        "  qreport build --model examples/qat_model.py:qat_cnn --mode qat\n\n" + EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     b.add_argument("--model", default="mobilenet_v2",

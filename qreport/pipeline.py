@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import platform
 import sys
 import time
@@ -159,13 +160,16 @@ def _run_stages(ctx: BuildContext, writer: RunWriter, progress: Progress, verbos
         except QReportError:
             raise
         except Exception as exc:  # a Numeric Suite call that fails on this model
-            err = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            err = f"{exc.__class__.__name__}: {first_line}"[:300]
             stages[name] = {"status": "failed", "error": err, "seconds": time.perf_counter() - t}
             ctx.stage_status[name] = "failed"
             progress.done(name, "FAILED: " + err[:60], stages[name]["seconds"])
             if verbose:
                 traceback.print_exc()
             continue
+        finally:
+            gc.collect()  # a stage's graph modules hold reference cycles: free its model copies before the next
         ctx.tables[name] = table
         ctx.stage_status[name] = "ok"
         writer.write_table(name, table)

@@ -82,8 +82,10 @@ def walk_one(name: str, workdir: Path, timeout: float = TIMEOUT_S) -> dict:
         if code == 0:
             failed = _failed_stages(out)
             row.update(status="partial" if failed else "pass", detail="; ".join(failed))
+        elif code < 0 and seconds < timeout:
+            row.update(status="fail", detail=f"out of memory: the system killed it at {rss:.1f} GiB (signal {-code})")
         elif code < 0:
-            row.update(status="fail", detail=f"killed after {seconds:.0f} s (signal {-code})")
+            row.update(status="fail", detail=f"timed out after {seconds:.0f} s")
         else:
             row.update(status="fail", detail=errors[-1] if errors else stderr.strip().splitlines()[-1][:300])
         shutil.rmtree(out, ignore_errors=True)

@@ -78,13 +78,13 @@ def _clamp_callable(node, modules: dict) -> Callable | None:
     return None
 
 
-def _out_of_place_copy(model: nn.Module) -> nn.Module:
-    """A copy with every ``inplace=True`` activation made out-of-place (same values).
+def _out_of_place(model: nn.Module) -> nn.Module:
+    """``model`` with every ``inplace=True`` activation made out-of-place (same values; no copy, for memory).
 
     The Numeric Suite hands the int8 input of ops that accept both dtypes straight to the float shadow, and
     in-place variants (``hardswish_``) have no quantized kernel; in-place ops also overwrite logged tensors.
+    The suite wraps the model in new graph modules and copies what it shadows; the model itself stays as it is.
     """
-    model = copy.deepcopy(model)
     for module in model.modules():
         if getattr(module, "inplace", False) is True:
             module.inplace = False
@@ -290,7 +290,7 @@ class FxStaticFlow:
 
         quantized = self.convert(prepared)
         with quiet_torch(self.verbose, self.notes), self._ns_patches():
-            return ns.add_loggers(FLOAT_NAME, _out_of_place_copy(float_model), QUANT_NAME, quantized, logger_cls)
+            return ns.add_loggers(FLOAT_NAME, _out_of_place(float_model), QUANT_NAME, quantized, logger_cls)
 
     def shadow_model(self, float_model: nn.Module, prepared: nn.Module, logger_cls) -> tuple[nn.Module, list[dict]]:
         """The int8 model with float shadows fed the same inputs (``add_shadow_loggers``) and what was skipped."""
@@ -299,7 +299,7 @@ class FxStaticFlow:
         quantized = self.convert(prepared)
         lines: list[str] = []
         with quiet_torch(self.verbose, lines), self._ns_patches():
-            model = ns.add_shadow_loggers(FLOAT_NAME, _out_of_place_copy(float_model), QUANT_NAME, quantized, logger_cls)
+            model = ns.add_shadow_loggers(FLOAT_NAME, _out_of_place(float_model), QUANT_NAME, quantized, logger_cls)
         self.notes.extend(lines)
         skipped = []
         for line in lines:

@@ -118,7 +118,8 @@ class Simulator:
             q_weight = getattr(q_module, "weight", None)
             q_weight = q_weight() if callable(q_weight) else None
             if leaf is not None and isinstance(q_weight, torch.Tensor) and q_weight.is_quantized:
-                self.weights[node.name] = (leaf, leaf.weight.detach().clone(), q_weight.dequantize())
+                # the copy's own float weight, kept by reference: configure() swaps .data, never writes into it
+                self.weights[node.name] = (leaf, leaf.weight.data, q_weight.dequantize())
         self._record_own_ranges(calibration)
 
     @torch.no_grad()

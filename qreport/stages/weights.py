@@ -17,22 +17,33 @@ def _per_channel_scales(q: torch.Tensor, channels: int) -> torch.Tensor:
     return torch.full((channels,), float(q.q_scale()), dtype=torch.float64)
 
 
+CHUNK_ELEMENTS = 1 << 22  # rows are folded in blocks of about this many values (float64), bounding memory
+
+
 def weight_row(layer: str, layer_fqn: str, op_type: str, float_values, quant_values) -> dict:
-    """SQNR, worst output channel and error-per-step of one layer's weight."""
+    """SQNR, worst output channel and error-per-step of one layer's weight (float64 sums, in blocks of rows)."""
     w_float = float_values[0].detach()
     w_quant = quant_values[0]
     qscheme = str(w_quant.qscheme()).replace("torch.", "") if w_quant.is_quantized else "float"
-    deq = w_quant.dequantize() if w_quant.is_quantized else w_quant.detach()
-    f = w_float.double().reshape(w_float.shape[0], -1)
-    err = f - deq.double().reshape(w_float.shape[0], -1)
-    signal_c = (f * f).sum(dim=1)
-    noise_c = (err * err).sum(dim=1)
+    channels = w_float.shape[0]
+    f_rows = w_float.reshape(channels, -1)
+    q_rows = (w_quant.dequantize() if w_quant.is_quantized else w_quant.detach()).reshape(channels, -1)
+    scales = _per_channel_scales(w_quant, channels).unsqueeze(1) if w_quant.is_quantized else None
+    signal_c = torch.zeros(channels, dtype=torch.float64)
+    noise_c = torch.zeros(channels, dtype=torch.float64)
+    max_abs_err, f_min, f_max, steps_sq = 0.0, math.inf, -math.inf, 0.0
+    block = max(1, CHUNK_ELEMENTS // max(1, f_rows.shape[1]))
+    for i in range(0, channels, block):
+        f = f_rows[i:i + block].double()
+        err = f - q_rows[i:i + block].double()
+        signal_c[i:i + block] = (f * f).sum(dim=1)
+        noise_c[i:i + block] = (err * err).sum(dim=1)
+        max_abs_err = max(max_abs_err, float(err.abs().max()))
+        f_min, f_max = min(f_min, float(f.min())), max(f_max, float(f.max()))
+        if scales is not None:
+            steps_sq += float(((err / scales[i:i + block]) ** 2).sum())
     channel_db = [sqnr_db(float(s), float(n)) for s, n in zip(signal_c, noise_c)]
     worst = min(range(len(channel_db)), key=lambda i: channel_db[i])
-    rmse_over_step = math.nan
-    if w_quant.is_quantized:
-        scales = _per_channel_scales(w_quant, f.shape[0]).unsqueeze(1)
-        rmse_over_step = float(((err / scales) ** 2).mean().sqrt())
     return {
         "layer": layer,
         "layer_fqn": layer_fqn,
@@ -43,10 +54,10 @@ def weight_row(layer: str, layer_fqn: str, op_type: str, float_values, quant_val
         "sqnr_db": sqnr_db(float(signal_c.sum()), float(noise_c.sum())),
         "worst_channel": worst,
         "worst_channel_sqnr_db": channel_db[worst],
-        "max_abs_err": float(err.abs().max()),
-        "float_min": float(f.min()),
-        "float_max": float(f.max()),
-        "rmse_over_step": rmse_over_step,
+        "max_abs_err": max_abs_err,
+        "float_min": f_min,
+        "float_max": f_max,
+        "rmse_over_step": math.sqrt(steps_sq / f_rows.numel()) if scales is not None else math.nan,
     }
 
 
