@@ -10,7 +10,7 @@ import traceback
 
 from qreport import __version__
 from qreport.errors import (EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, InputError,
-                            QReportError)
+                            QReportError, first_line)
 
 EPILOG = """exit codes: 0 ok · 1 gate failed · 2 usage · 3 bad input (model, weights, data, qconfig)
             4 unreadable run folder · 5 output not writable · 70 internal error · 130 interrupted"""
@@ -264,9 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug or an unexpected failure inside torch
         if args.debug:
             traceback.print_exc()
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"qreport: internal error: {exc.__class__.__name__}: {first[:200]} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(f"qreport: internal error: {exc.__class__.__name__}: {first_line(exc)[:200]} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -9,7 +9,7 @@ import json
 import tomllib
 from pathlib import Path
 
-from qreport.errors import InputError
+from qreport.errors import InputError, first_line
 
 BACKENDS = ("x86", "qnnpack")
 
@@ -135,7 +135,7 @@ def parse_qconfig_document(text: str, where: str = "qconfig"):
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{where}: not valid TOML ({str(exc).splitlines()[0]}); fix the syntax and run again") from None
+        raise InputError(f"{where}: not valid TOML ({first_line(exc)}); fix the syntax and run again") from None
     unknown = sorted(set(doc) - {"modules", "thresholds"})
     if unknown:
         raise InputError(f"{where}: unknown section [{unknown[0]}]; the file takes [modules] and [thresholds] tables")

@@ -13,6 +13,11 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (torch often starts its messages with a newline)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+
+
 class QReportError(Exception):
     """A problem with the user's input or environment, shown as one line."""
 

@@ -9,8 +9,3 @@ from importlib import resources
 def recorded_support() -> dict:
     """The walk shipped with this version: torch/torchvision versions, settings, one row per model."""
     return json.loads(resources.files("qreport").joinpath("model_support.json").read_text(encoding="utf-8"))
-
-
-def support_by_name() -> dict[str, dict]:
-    """Model name -> its walk row (status pass, partial or fail; input; detail)."""
-    return {row["name"]: row for row in recorded_support()["models"]}

@@ -16,7 +16,7 @@ import qreport
 from qreport import data as data_mod
 from qreport.config import BuildConfig, render_qconfig_toml
 from qreport.context import BuildContext
-from qreport.errors import InputError, QReportError
+from qreport.errors import InputError, QReportError, first_line
 from qreport.flows import FLOWS, quiet_torch
 from qreport.macs import macs_per_module
 from qreport.models import load_model, recalibrate_batchnorm
@@ -69,7 +69,7 @@ def _check_runs(model, example) -> None:
     except Exception as exc:  # the user's model or input shape
         raise InputError(
             f"the float model fails on an input of shape {tuple(example.shape)} "
-            f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:160]}); pass the right --input-shape"
+            f"({exc.__class__.__name__}: {first_line(exc)[:160]}); pass the right --input-shape"
         ) from None
 
 
@@ -111,7 +111,7 @@ def _check_int8_runs(ctx: BuildContext, example, progress: Progress) -> None:
             ctx.quantized(example)
     except Exception as exc:  # a kernel limitation of this backend, not the user's input
         other = "qnnpack" if ctx.config.backend == "x86" else "x86"
-        detail = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ''}"
+        detail = f"{exc.__class__.__name__}: {first_line(exc)[:120]}"
         note = (f"the int8 model does not run on the {ctx.config.backend} backend ({detail}); the stages that run it "
                 f"are marked failed, the weights are still compared; try --backend {other}")
         progress.say(f"WARNING: {note}")
@@ -128,8 +128,9 @@ def _quantize(ctx: BuildContext, example, progress: Progress, verbose: bool) -> 
             ctx.prepared(x)
     timings["calibrate"] = time.perf_counter() - t
     ctx.reference = ctx.flow.reference(ctx.loaded.module, ctx.prepared)
-    if ctx.flow.reference_note(ctx.loaded.module):
-        ctx.notes.append(ctx.flow.reference_note(ctx.loaded.module))
+    note = ctx.flow.reference_note(ctx.loaded.module)
+    if note:
+        ctx.notes.append(note)
     progress.done("calibrate", f"{len(ctx.data.calibration)} batches of {ctx.config.batch_size}", timings["calibrate"])
     t = time.perf_counter()
     ctx.quantized = ctx.flow.convert(ctx.prepared)
@@ -160,8 +161,7 @@ def _run_stages(ctx: BuildContext, writer: RunWriter, progress: Progress, verbos
         except QReportError:
             raise
         except Exception as exc:  # a Numeric Suite call that fails on this model
-            first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-            err = f"{exc.__class__.__name__}: {first_line}"[:300]
+            err = f"{exc.__class__.__name__}: {first_line(exc)}"[:300]
             stages[name] = {"status": "failed", "error": err, "seconds": time.perf_counter() - t}
             ctx.stage_status[name] = "failed"
             progress.done(name, "FAILED: " + err[:60], stages[name]["seconds"])

@@ -1,17 +1,12 @@
 """`qreport models`, the recorded model walk and the README's table agree (the walk itself: make walk)."""
 
-import json
-
 import torch
 import torchvision
 
-from conftest import ROOT, run_cli
-from model_walk import README, SUPPORT, TABLE_BEGIN, TABLE_END, markdown_table
+from conftest import run_cli
+from model_walk import README, TABLE_BEGIN, TABLE_END, markdown_table
+from qreport.model_support import recorded_support as _support
 from qreport.models import torchvision_classifiers
-
-
-def _support() -> dict:
-    return json.loads(SUPPORT.read_text())
 
 
 def test_the_walk_covers_every_torchvision_classifier_of_the_installed_versions():

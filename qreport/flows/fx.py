@@ -365,7 +365,6 @@ def make_streaming_logger(pairing) -> type:
     return StreamingLogger
 
 
-
 class FxDynamicFlow(FxStaticFlow):
     """Dynamic quantization (int8 weights, activations quantized per batch at run time) of Linear, LSTM and GRU."""
 

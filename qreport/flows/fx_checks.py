@@ -8,7 +8,7 @@ import difflib
 import torch
 from torch import nn
 
-from qreport.errors import InputError
+from qreport.errors import InputError, first_line
 
 
 def check_finite_parameters(model: nn.Module) -> None:
@@ -60,7 +60,7 @@ def check_traceable(model: nn.Module, skip_names=(), skip_classes=()) -> None:
     try:
         graph = tracer.trace(copied)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:160]
+        first = (first_line(exc) or exc.__class__.__name__)[:160]
         if tracer.failed_in:
             raise InputError(
                 f"torch.fx cannot trace module {tracer.failed_in!r} ({exc.__class__.__name__}: {first}); pass "
