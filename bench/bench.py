@@ -76,7 +76,7 @@ def child_requant(model_name: str, images: int) -> dict:
     """One cycle of the naive sensitivity: prepare, calibrate, convert, evaluate on the sensitivity images."""
     import torch
 
-    from qreport.stages.model import agreement
+    from qreport.scoring import agreement
 
     float_model, prepared, flow, data = _setup(model_name, BATCH * CALIB_BATCHES)
     example = data.example()

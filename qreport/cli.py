@@ -106,8 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sensitivity-layers", type=_positive, metavar="N",
                    help="simulate only the N layers with the lowest isolated SQNR (then propagated, then weight "
                    "SQNR); bounds the time on large models (default: every layer)")
+    b.add_argument("--metric", metavar="pkg.mod:fn",
+                   help="your task metric, a function (outputs, labels) -> float, higher is better, computed on the "
+                   "labelled evaluation data for both models (default: top-1 accuracy when the labels are classes)")
     b.add_argument("--fail-under-sqnr", type=float, metavar="DB",
                    help="CI gate: exit 1 (report still written) if the model output SQNR is below DB")
+    b.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
+                   help="CI gate on labelled data: exit 1 (report still written) if float accuracy minus int8 accuracy "
+                   "exceeds POINTS percentage points, e.g. 1")
     _add_common(b)
     b.set_defaults(func=cmd_build)
 
@@ -153,6 +159,8 @@ def cmd_build(args) -> int:
     for option, value in (("--fail-under-sqnr", args.fail_under_sqnr), ("--target-sqnr", args.target_sqnr)):
         if value is not None and not math.isfinite(value):
             raise InputError(f"{option} needs a finite number of dB, e.g. 20")
+    if args.max_accuracy_drop is not None and not (math.isfinite(args.max_accuracy_drop) and args.max_accuracy_drop >= 0):
+        raise InputError("--max-accuracy-drop needs a non-negative number of percentage points, e.g. 1")
     cfg = BuildConfig(
         model=args.model, weights=args.weights, checkpoint=args.checkpoint, backend=args.backend,
         qconfig_file=args.qconfig, overrides=overrides, thresholds=thresholds, data=args.data,
@@ -160,6 +168,7 @@ def cmd_build(args) -> int:
         batch_size=args.batch_size, input_shape=args.input_shape, seed=args.seed, target_sqnr=args.target_sqnr,
         sensitivity_images=args.sensitivity_images,
         sensitivity_layers=args.sensitivity_layers, non_traceable=tuple(args.non_traceable), mode=args.mode,
+        metric=args.metric,
     )
     out = args.out or f"reports/{cfg.model.rpartition(':')[2].replace('/', '_')}"
     if not args.quiet:
@@ -168,17 +177,18 @@ def cmd_build(args) -> int:
     from qreport.render.html import render_run
 
     manifest = build(cfg, out, force=args.force, verbose=args.verbose, quiet=args.quiet,
-                     fail_under_sqnr=args.fail_under_sqnr, render_report=lambda path: render_run(path, in_progress=True))
+                     fail_under_sqnr=args.fail_under_sqnr, max_accuracy_drop=args.max_accuracy_drop,
+                     render_report=lambda path: render_run(path, in_progress=True))
     if not args.quiet:
         print(f"report: {out}/report.html", file=sys.stderr)
-    return _gate_exit(manifest.get("gate"))
+    return _gate_exit(manifest.get("gates", []))
 
 
-def _gate_exit(gate: dict | None) -> int:
-    if gate and not gate["passed"]:
+def _gate_exit(gates: list[dict]) -> int:
+    failed = [g for g in gates if not g["passed"]]
+    for gate in failed:
         print(f"qreport: gate {gate['name']} failed: {gate['detail']}", file=sys.stderr)
-        return EXIT_GATE_FAILED
-    return EXIT_OK
+    return EXIT_GATE_FAILED if failed else EXIT_OK
 
 
 def cmd_diff(args) -> int:
@@ -190,7 +200,7 @@ def cmd_diff(args) -> int:
     if not args.quiet:
         print(f"verdict: {result['verdict']} (output SQNR {result['output_delta_db']:+.2f} dB)", file=sys.stderr)
         print(f"diff: {args.out}", file=sys.stderr)
-    return _gate_exit(result["gate"])
+    return _gate_exit([result["gate"]] if result["gate"] else [])
 
 
 def cmd_render(args) -> int:

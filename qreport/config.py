@@ -64,6 +64,7 @@ class BuildConfig:
     target_sqnr: float = 30.0  # output SQNR the greedy float set aims for (dB)
     sensitivity_images: int = 4  # evaluation images each simulated sensitivity pass runs
     sensitivity_layers: int | None = None  # measure only this many layers, the lowest isolated SQNR first
+    metric: str | None = None  # pkg.module:function or file.py:function, (outputs, labels) -> float, higher is better
 
     def to_dict(self) -> dict:
         """The config as plain JSON-able data."""

@@ -30,13 +30,15 @@ class BuildContext:
     stage_status: dict[str, str] = dataclasses.field(default_factory=dict)  # stage -> ok | failed
     quiet: bool = False
     macs: dict = dataclasses.field(default_factory=dict)  # module path -> MACs per sample
-    fix_overrides: tuple = ()  # the user's overrides plus the guidance's applied changes
     notes: list = dataclasses.field(default_factory=list)  # lines for the report's notes
+    metric: object = None  # the user's --metric callable (outputs, labels) -> float, or None
 
-    def batches(self, split, desc: str):
-        """Iterate a data split with a progress bar (hidden when quiet or not on a terminal)."""
+    def batches(self, split, desc: str, total: int | None = None):
+        """Iterate a data split (or any iterable of ``total`` batches) with a progress bar (hidden when quiet or
+        not on a terminal)."""
         show = not self.quiet and sys.stderr.isatty()
-        return tqdm(split, total=len(split), desc=f"  {desc}", unit="batch", leave=False, disable=not show, file=sys.stderr)
+        return tqdm(split, total=len(split) if total is None else total, desc=f"  {desc}", unit="batch", leave=False,
+                    disable=not show, file=sys.stderr)
 
     def progress(self, items, desc: str, unit: str = "layer"):
         """A progress bar over any loop (hidden when quiet or not on a terminal)."""

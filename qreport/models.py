@@ -126,14 +126,14 @@ def _load_torchvision(name: str, weights: str) -> LoadedModel:
     )
 
 
-def _import_factory(spec: str) -> Callable:
+def _import_factory(spec: str, what: str = "model", returns: str = "an nn.Module") -> Callable:
     target, _, attr = spec.rpartition(":")
     if not target or not attr or not attr.isidentifier():
-        raise InputError(f"model {spec!r} is not of the form pkg.module:factory or path/to/file.py:factory")
+        raise InputError(f"{what} {spec!r} is not of the form pkg.module:function or path/to/file.py:function")
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
-            raise InputError(f"model file {target} does not exist; check the path before ':{attr}'")
+            raise InputError(f"{what} file {target} does not exist; check the path before ':{attr}'")
         mod_name = f"qreport_user_model_{abs(hash(str(path.resolve())))}"
         spec_obj = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(spec_obj)
@@ -151,8 +151,13 @@ def _import_factory(spec: str) -> Callable:
             raise InputError(f"importing {target} failed: {exc.__class__.__name__}: {exc}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise InputError(f"{target} has no callable {attr!r}; name a function or class that returns an nn.Module")
+        raise InputError(f"{target} has no callable {attr!r}; name a function or class that returns {returns}")
     return factory
+
+
+def load_metric(spec: str) -> Callable:
+    """The ``--metric`` callable: ``(outputs, labels) -> float``, higher is better."""
+    return _import_factory(spec, what="metric", returns="a float from (outputs, labels)")
 
 
 def _load_factory(spec: str) -> LoadedModel:

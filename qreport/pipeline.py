@@ -19,9 +19,11 @@ from qreport.context import BuildContext
 from qreport.errors import InputError, QReportError, first_line
 from qreport.flows import FLOWS, quiet_torch
 from qreport.macs import macs_per_module
-from qreport.models import load_model, recalibrate_batchnorm
+from qreport.models import load_metric, load_model, recalibrate_batchnorm
 from qreport.schema import SCHEMA_VERSION
+from qreport.scoring import first_tensor
 from qreport.stages import ORDER
+from qreport.stages.fix import fix_overrides
 from qreport.store import RunWriter
 from qreport.timestamp import build_timestamp
 
@@ -45,10 +47,21 @@ class Progress:
         self.say(f"[{self.step}/{self.total}] {name:<12} {detail:<34} {seconds:6.1f} s")
 
 
+def embedding_vocabulary(model: torch.nn.Module) -> int | None:
+    """The vocabulary size when the model's first layer with parameters is an embedding (its inputs are token ids)."""
+    for module in model.modules():
+        if next(module.children(), None) is None and next(module.parameters(recurse=False), None) is not None:
+            if isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
+                return int(module.num_embeddings)
+            return None
+    return None
+
+
 def _source(spec: str, cfg: BuildConfig, loaded) -> data_mod.DataSource:
     shape = cfg.input_shape or loaded.input_shape
     if spec == "synthetic":
-        return data_mod.synthetic(shape, cfg.batch_size, cfg.calib_batches, cfg.eval_batches, cfg.seed)
+        return data_mod.synthetic(shape, cfg.batch_size, cfg.calib_batches, cfg.eval_batches, cfg.seed,
+                                  vocabulary=embedding_vocabulary(loaded.module))
     if spec.endswith((".pt", ".pth")):
         return data_mod.tensor_file(spec, cfg.batch_size, cfg.calib_batches, cfg.eval_batches)
     return data_mod.image_folder(spec, shape, None if cfg.input_shape else loaded.transforms,
@@ -62,15 +75,26 @@ def _data_source(cfg: BuildConfig, loaded) -> data_mod.DataSource:
     return data
 
 
-def _check_runs(model, example) -> None:
+def _check_runs(model, example, data: data_mod.DataSource) -> None:
+    """The float model runs on the example batch, and the labels fit its outputs."""
     try:
         with torch.no_grad():
-            model(example)
+            out = first_tensor(model(example))
     except Exception as exc:  # the user's model or input shape
+        hint = "pass the right --input-shape" if example.is_floating_point() else \
+            "check the token ids and the --input-shape"
         raise InputError(
             f"the float model fails on an input of shape {tuple(example.shape)} "
-            f"({exc.__class__.__name__}: {first_line(exc)[:160]}); pass the right --input-shape"
+            f"({exc.__class__.__name__}: {first_line(exc)[:160]}); {hint}"
         ) from None
+    if data.max_label is not None:
+        classes = out.shape[1] if out.dim() == 2 else 0
+        if not classes:
+            raise InputError(f"the data has class labels but the model's output has shape {tuple(out.shape)}, not "
+                             "[batch, classes]; pass --metric to score it")
+        if data.max_label >= classes:
+            raise InputError(f"label {data.max_label} is out of range: the model has {classes} outputs, so labels run "
+                             f"from 0 to {classes - 1}; check the labels of {data.description}")
 
 
 def output_gate(model_table, threshold: float) -> dict:
@@ -81,14 +105,36 @@ def output_gate(model_table, threshold: float) -> dict:
             "detail": f"model output SQNR {value:.2f} dB {'≥' if passed else '<'} {threshold:g} dB"}
 
 
-def _load(cfg: BuildConfig, progress: Progress, verbose: bool):
+def accuracy_gate(model_table, max_drop_points: float) -> dict:
+    """The ``--max-accuracy-drop`` gate: float accuracy minus int8 accuracy, in percentage points."""
+    drop = float(model_table["accuracy_drop"].iloc[0]) * 100 if model_table is not None and len(model_table) \
+        else float("nan")
+    passed = drop <= max_drop_points  # NaN compares False
+    images = int(model_table["labelled_samples"].iloc[0]) if model_table is not None and len(model_table) else 0
+    return {"name": "max-accuracy-drop", "threshold": max_drop_points, "value": drop, "passed": bool(passed),
+            "detail": f"accuracy drop {drop:.2f} points {'≤' if passed else '>'} {max_drop_points:g} "
+                      f"({images} labelled images)"}
+
+
+def _check_labels_needed(cfg: BuildConfig, data: data_mod.DataSource, max_accuracy_drop: float | None) -> None:
+    if not data.labels and (cfg.metric or max_accuracy_drop is not None):
+        option = "--metric" if cfg.metric else "--max-accuracy-drop"
+        raise InputError(f"{option} needs labelled evaluation data: a .pt file with {{'inputs', 'labels'}}, an image "
+                         "folder with one sub-folder per class, or a labels.csv")
+    if data.labels and data.max_label is None and not cfg.metric:
+        raise InputError(f"the labels of {data.description} are float targets, not class indices; pass --metric "
+                         "to score them")
+
+
+def _load(cfg: BuildConfig, progress: Progress, verbose: bool, max_accuracy_drop: float | None = None):
     """The float model (BatchNorm re-estimated if its weights are random), the data, and notes for the report."""
     t = time.perf_counter()
     with quiet_torch(verbose):
         loaded = load_model(cfg.model, cfg.weights, cfg.checkpoint)
     data = _data_source(cfg, loaded)
+    _check_labels_needed(cfg, data, max_accuracy_drop)
     example = data.example()
-    _check_runs(loaded.module, example)
+    _check_runs(loaded.module, example, data)
     notes = list(data.notes)
     if not loaded.weights_trained:
         why = f": {loaded.weights_note}" if loaded.weights_note else ""
@@ -170,22 +216,26 @@ def _run_stages(ctx: BuildContext, writer: RunWriter, progress: Progress, verbos
             continue
         finally:
             gc.collect()  # a stage's graph modules hold reference cycles: free its model copies before the next
-        ctx.tables[name] = table
+        tables = table if isinstance(table, dict) else {name: table}
+        for table_name, df in tables.items():
+            ctx.tables[table_name] = df
+            writer.write_table(table_name, df)
         ctx.stage_status[name] = "ok"
-        writer.write_table(name, table)
+        rows = len(tables[name])
         seconds = time.perf_counter() - t
-        stages[name] = {"status": "ok", "rows": int(len(table)), "seconds": seconds}
-        progress.done(name, f"{len(table)} rows", seconds)
+        stages[name] = {"status": "ok", "rows": int(rows), "seconds": seconds}
+        progress.done(name, f"{rows} row{'s' if rows != 1 else ''}", seconds)
     return stages
 
 
 def _manifest(ctx: BuildContext, example, stages: dict, timings: dict) -> dict:
     """Versions, config, sources, notes and stage status: everything render and diff need besides the tables."""
     cfg, loaded, data, notes = ctx.config, ctx.loaded, ctx.data, ctx.notes
-    if data.skipped_files:
-        names = ", ".join(Path(f).name for f in data.skipped_files[:5])
-        more = f" and {len(data.skipped_files) - 5} more" if len(data.skipped_files) > 5 else ""
-        notes = notes + [f"{len(data.skipped_files)} unreadable image files skipped: {names}{more}"]
+    skipped = data.all_skipped()
+    if skipped:
+        names = ", ".join(Path(f).name for f in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        notes = notes + [f"{len(skipped)} unreadable image files skipped: {names}{more}"]
     return {
         "schema_version": SCHEMA_VERSION,
         "complete": True,
@@ -205,31 +255,38 @@ def _manifest(ctx: BuildContext, example, stages: dict, timings: dict) -> dict:
         "weights": {"source": loaded.weights_source, "trained": loaded.weights_trained, "note": loaded.weights_note},
         "data": {"source": data.description, "calibration_batches": len(data.calibration),
                  "evaluation_batches": len(data.evaluation), "batch_size": cfg.batch_size,
-                 "skipped_files": len(data.skipped_files), "notes": notes},
+                 "skipped_files": len(skipped), "skipped": [Path(f).name for f in skipped], "notes": notes,
+                 "labels": data.labels, "classes": len(data.class_names) or None, "synthetic": data.synthetic},
         "stages": stages,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
 
 
 def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False, quiet: bool = False,
-          fail_under_sqnr: float | None = None, render_report=None) -> dict:
+          fail_under_sqnr: float | None = None, render_report=None, max_accuracy_drop: float | None = None) -> dict:
     """Run every stage and write the run folder ``out``; returns the manifest."""
     torch.manual_seed(cfg.seed)
     writer = RunWriter(out, force=force)  # refuses an existing --out before any work
     progress = Progress(total=3 + len(ORDER) + 1, quiet=quiet)
     try:
-        loaded, data, example, notes, load_seconds = _load(cfg, progress, verbose)
+        metric = load_metric(cfg.metric) if cfg.metric else None
+        loaded, data, example, notes, load_seconds = _load(cfg, progress, verbose, max_accuracy_drop)
         flow = FLOWS[cfg.mode](cfg.backend, cfg.overrides, verbose=verbose, non_traceable=cfg.non_traceable)
-        ctx = BuildContext(config=cfg, flow=flow, loaded=loaded, data=data, quiet=quiet, notes=notes)
+        ctx = BuildContext(config=cfg, flow=flow, loaded=loaded, data=data, quiet=quiet, notes=notes, metric=metric)
         timings = {"load": load_seconds, **_quantize(ctx, example, progress, verbose)}
         stages = _run_stages(ctx, writer, progress, verbose)
         manifest = _manifest(ctx, example, stages, timings)
+        gates = []
         if fail_under_sqnr is not None:
-            manifest["gate"] = output_gate(ctx.tables.get("model"), fail_under_sqnr)
-        fix = ctx.tables.get("fix")
-        if fix is not None and "after" in set(fix["step"]):
-            writer.write_text("fix.toml", "# qreport: your overrides plus the guidance's changes; use with --qconfig\n"
-                              + render_qconfig_toml(ctx.fix_overrides, cfg.thresholds))
+            gates.append(output_gate(ctx.tables.get("model"), fail_under_sqnr))
+        if max_accuracy_drop is not None:
+            gates.append(accuracy_gate(ctx.tables.get("model"), max_accuracy_drop))
+        if gates:
+            manifest["gates"] = gates
+        fixed = fix_overrides(cfg.overrides, ctx.tables.get("fix"))
+        if fixed is not None:
+            writer.write_text("fix.toml", "# qreport: your overrides plus the guidance's measured changes; use with "
+                              "--qconfig\n" + render_qconfig_toml(fixed, cfg.thresholds))
         writer.write_json("manifest.json", manifest)
         t = time.perf_counter()
         if render_report is not None:

@@ -5,9 +5,34 @@ from __future__ import annotations
 import pyarrow as pa
 
 # Bump when a column is renamed, removed or changes meaning; readers refuse newer versions.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 STAGES = ("weights", "activations", "shadow", "model", "channels", "sensitivity", "coverage", "guidance", "fix")
+
+# Tables a stage writes besides its own, and the stage whose status they share.
+EXTRA_TABLES = {"classes": "model", "flips": "model"}
+
+_LABELLED_COLUMNS = [
+    ("labelled_samples", pa.int64()),  # evaluation inputs with a label (0: no labels)
+    ("float_accuracy", pa.float64()),
+    ("float_accuracy_lo", pa.float64()),  # 95 % Wilson interval
+    ("float_accuracy_hi", pa.float64()),
+    ("int8_accuracy", pa.float64()),
+    ("int8_accuracy_lo", pa.float64()),
+    ("int8_accuracy_hi", pa.float64()),
+    ("accuracy_drop", pa.float64()),  # float − int8, as a fraction
+    ("accuracy_drop_lo", pa.float64()),  # 95 % paired interval (Newcombe), both models on the same images
+    ("accuracy_drop_hi", pa.float64()),
+    ("images_lost", pa.int64()),  # right in float, wrong in int8
+    ("images_gained", pa.int64()),  # wrong in float, right in int8
+    ("mcnemar_p", pa.float64()),  # exact McNemar test of the two models' accuracy
+    ("metric_name", pa.string()),  # --metric, or ""
+    ("float_metric", pa.float64()),
+    ("int8_metric", pa.float64()),
+    ("metric_drop", pa.float64()),
+    ("metric_drop_lo", pa.float64()),  # 95 % paired bootstrap interval
+    ("metric_drop_hi", pa.float64()),
+]
 
 _ACTIVATION_COLUMNS = [
     ("layer", pa.string()),  # Numeric Suite layer name (the int8 FX node)
@@ -66,11 +91,30 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("batches", pa.int32()),
         ("output_sqnr_db", pa.float64()),
         ("top1_agreement", pa.float64()),
+        ("agreement_lo", pa.float64()),  # 95 % Wilson interval of the agreement
+        ("agreement_hi", pa.float64()),
         ("cosine", pa.float64()),
         ("mse", pa.float64()),
         ("max_abs_err", pa.float64()),
         ("float_top1_classes", pa.int32()),  # distinct top-1 classes the float model predicted
         ("nonfinite_count", pa.int64()),
+        *_LABELLED_COLUMNS,
+    ],
+    "classes": [  # per true class, labelled evaluation data only
+        ("class_index", pa.int32()),
+        ("class_name", pa.string()),
+        ("images", pa.int64()),
+        ("float_accuracy", pa.float64()),
+        ("int8_accuracy", pa.float64()),
+        ("accuracy_drop", pa.float64()),
+    ],
+    "flips": [  # evaluation inputs whose top-1 prediction differs between the two models
+        ("image", pa.string()),  # file path in the data folder, or #index in a tensor file
+        ("label", pa.int64()),
+        ("float_pred", pa.int64()),
+        ("int8_pred", pa.int64()),
+        ("float_correct", pa.bool_()),
+        ("int8_correct", pa.bool_()),
     ],
     "channels": [
         ("layer_fqn", pa.string()),  # a Conv/Linear module of the float model
@@ -126,13 +170,17 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("change_python", pa.string()),
     ],
     "fix": [
-        ("step", pa.string()),  # before | after (the guidance's high and medium changes applied)
+        ("step", pa.string()),  # before | after (the guidance's changes applied) | dropped (cannot be built)
         ("changes", pa.string()),  # the qconfig TOML lines added
         ("output_sqnr_db", pa.float64()),
         ("top1_agreement", pa.float64()),
+        ("samples", pa.int64()),
+        *_LABELLED_COLUMNS,
         ("float_param_share", pa.float64()),
         ("float_mac_share", pa.float64()),
         ("qdq_boundaries", pa.int32()),  # quantize/dequantize nodes in the int8 graph
+        ("note", pa.string()),  # why a dropped change could not be built
+        ("recommended", pa.bool_()),  # the after row's measured effect beats the noise (fix.toml is written)
     ],
 }
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qreport.errors import OutputError, RunDirError
-from qreport.schema import SCHEMA_VERSION, arrow_schema
+from qreport.schema import EXTRA_TABLES, SCHEMA_VERSION, arrow_schema
 
 MANIFEST = "manifest.json"
 PARTIAL_PREFIX = ".qreport-partial-"
@@ -63,6 +63,8 @@ def _finite(obj):
 def table_bytes(stage: str, df: pd.DataFrame) -> bytes:
     """Encode ``df`` as Parquet with the stage's declared schema (columns in declared order)."""
     schema = arrow_schema(stage)
+    if df.empty:  # a stage that found nothing still writes its declared columns
+        df = pd.DataFrame({name: pd.Series([], dtype=object) for name in schema.names})
     table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
@@ -160,10 +162,13 @@ class RunReader:
         return self.manifest.get("stages", {}).get(stage, {"status": "missing"})
 
     def table(self, stage: str) -> pd.DataFrame | None:
-        """The stage's table, or None if the stage did not produce one (the manifest says why)."""
-        if self.stage_status(stage).get("status") != "ok":
+        """The stage's table (or a table it wrote besides its own), or None if the stage did not produce one (the
+        manifest says why, and runs written before that table existed lack it)."""
+        if self.stage_status(EXTRA_TABLES.get(stage, stage)).get("status") != "ok":
             return None
         path = self.path / f"{stage}.parquet"
+        if stage in EXTRA_TABLES and not path.is_file():
+            return None
         if not path.is_file():
             raise RunDirError(f"{path} is missing although the manifest lists it; build the run again")
         try:

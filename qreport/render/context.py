@@ -137,25 +137,79 @@ def _histograms(iso: list[dict]) -> list[dict]:
     } for k, r in enumerate(ranked)]
 
 
-def _fix(fix: list[dict]) -> dict | None:
-    """Before → after of the measured fix, formatted; None when the guidance had no change to apply."""
-    rows = {r["step"]: r for r in fix}
-    if "after" not in rows:
+def fmt_interval(lo, hi, fmt=fmt_pct) -> str:
+    """``[91.2 %, 97.0 %]``, or ``""`` when the interval is missing."""
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return ""
+    return f"[{fmt(lo)}, {fmt(hi)}]"
+
+
+def fmt_points(v) -> str:
+    """A difference of two fractions in percentage points, signed: ``+3.5 pt``."""
+    if v is None or not math.isfinite(v):
+        return "—"
+    return f"{100 * v:+.1f} pt"
+
+
+def accuracy_view(row: dict) -> dict | None:
+    """Float and int8 accuracy, their drop and the user's metric, formatted with intervals; None without labels."""
+    n = int(row.get("labelled_samples", 0) or 0)
+    if not n:
         return None
-    before, after = rows["before"], rows["after"]
+    has_accuracy = math.isfinite(row.get("float_accuracy", math.nan))
+    metric = row.get("metric_name") or ""
+    return {
+        "images": n,
+        "has_accuracy": has_accuracy,
+        "float": fmt_pct(row["float_accuracy"]), "float_ci": fmt_interval(row["float_accuracy_lo"], row["float_accuracy_hi"]),
+        "int8": fmt_pct(row["int8_accuracy"]), "int8_ci": fmt_interval(row["int8_accuracy_lo"], row["int8_accuracy_hi"]),
+        "drop": fmt_points(row["accuracy_drop"]),
+        "drop_ci": fmt_interval(row["accuracy_drop_lo"], row["accuracy_drop_hi"], fmt_points),
+        "lost": int(row.get("images_lost", 0) or 0), "gained": int(row.get("images_gained", 0) or 0),
+        "p": fmt_num(row.get("mcnemar_p", math.nan), 2),
+        "metric": metric,
+        "float_metric": fmt_num(row.get("float_metric", math.nan), 4),
+        "int8_metric": fmt_num(row.get("int8_metric", math.nan), 4),
+        "metric_drop": fmt_num(row.get("metric_drop", math.nan), 3),
+        "metric_drop_ci": fmt_interval(row.get("metric_drop_lo"), row.get("metric_drop_hi"), lambda v: fmt_num(v, 3)),
+    }
+
+
+def _fix(fix: list[dict]) -> dict | None:
+    """Before → after of the measured fix, formatted, and the changes dropped because they cannot be built; None
+    when the guidance had no change to apply."""
+    rows = {r["step"]: r for r in fix if r["step"] != "dropped"}
+    dropped = [{"changes": r["changes"].removeprefix("[modules]\n").strip(), "note": r["note"]}
+               for r in fix if r["step"] == "dropped"]
+    if "after" not in rows and not dropped:
+        return None
+    before = rows["before"]
+    after = rows.get("after")
 
     def pair(key, fmt):
-        return {"before": fmt(before[key]), "after": fmt(after[key])}
+        return {"before": fmt(before[key]), "after": fmt(after[key]) if after else "—"}
 
+    labelled = accuracy_view(before) if after is not None else None
     return {
-        "changes": after["changes"],
-        "count": after["changes"].count("\n") - 1,
+        "changes": after["changes"] if after else "",
+        "count": len(after["changes"].splitlines()) - 1 if after else 0,
+        "recommended": bool(after["recommended"]) if after else False,
+        "dropped": dropped,
         "output_sqnr": pair("output_sqnr_db", fmt_db),
         "top1": pair("top1_agreement", fmt_pct),
+        "accuracy": {"before": fmt_pct(before["int8_accuracy"]), "after": fmt_pct(after["int8_accuracy"]),
+                     "before_ci": fmt_interval(before["int8_accuracy_lo"], before["int8_accuracy_hi"]),
+                     "after_ci": fmt_interval(after["int8_accuracy_lo"], after["int8_accuracy_hi"]),
+                     "float": fmt_pct(before["float_accuracy"]),
+                     "gained": (after["int8_accuracy"] or 0) - (before["int8_accuracy"] or 0)}
+        if labelled and labelled["has_accuracy"] else None,
+        "metric": {"name": before["metric_name"], "before": fmt_num(before["int8_metric"], 4),
+                   "after": fmt_num(after["int8_metric"], 4)} if labelled and labelled["metric"] else None,
+        "samples": int(before.get("samples", 0) or 0),
         "params": pair("float_param_share", fmt_pct),
         "macs": pair("float_mac_share", fmt_pct),
         "boundaries": pair("qdq_boundaries", str),
-        "gain_db": after["output_sqnr_db"] - before["output_sqnr_db"],
+        "gain_db": after["output_sqnr_db"] - before["output_sqnr_db"] if after else math.nan,
     }
 
 
@@ -186,23 +240,69 @@ def _sensitivity(sens: list[dict]) -> dict | None:
     }
 
 
+ACCURACY_BAD_POINTS = 1.0  # int8 loses more than this many points of accuracy, beyond the interval: BAD
+
+
 def _verdict(model: list[dict], findings: list[dict], iso, prop) -> dict:
+    """GOOD / WARN / BAD with the rule that decided it: accuracy when the data has labels, else output SQNR and
+    top-1 agreement."""
     m = model[0] if model else {}
     bad = sorted({f["layer_fqn"] for f in findings if f["severity"] in ("high", "medium") and f["layer_fqn"]})
     worst = next((f for f in findings if f["layer_fqn"]), None)
     agreement = m.get("top1_agreement", math.nan)
     sqnr = m.get("output_sqnr_db", math.nan)
-    level = "bad" if (math.isfinite(sqnr) and sqnr < 15) or (agreement == agreement and agreement < 0.9) else \
-        "warn" if bad else "good"
+    accuracy = accuracy_view(m) if m else None
+    if accuracy and accuracy["has_accuracy"]:
+        lo = m["accuracy_drop_lo"]
+        level = "bad" if lo * 100 > ACCURACY_BAD_POINTS else "warn" if m["accuracy_drop"] * 100 > ACCURACY_BAD_POINTS \
+            or bad else "good"
+        rule = (f"BAD when int8 loses more than {ACCURACY_BAD_POINTS:g} point of accuracy even at the low end of the "
+                f"95 % interval; WARN when the measured drop exceeds {ACCURACY_BAD_POINTS:g} point or a layer is flagged")
+    else:
+        level = "bad" if (math.isfinite(sqnr) and sqnr < 15) or (agreement == agreement and agreement < 0.9) else \
+            "warn" if bad else "good"
+        rule = ("no labels: BAD when the output SQNR is below 15 dB or top-1 agreement below 90 %; WARN when a layer "
+                "is flagged")
     return {
         "level": level,
+        "rule": rule,
         "output_sqnr": fmt_db(sqnr),
         "top1": fmt_pct(agreement),
+        "top1_ci": fmt_interval(m.get("agreement_lo"), m.get("agreement_hi")),
         "samples": int(m.get("samples", 0) or 0),
+        "accuracy": accuracy,
         "bad_count": len(bad),
         "layer_count": len(iso) or len(prop),
         "worst": worst,
     }
+
+
+def _classes(rows: list[dict], limit: int = 20) -> dict | None:
+    """Per-class accuracy, largest drop first (at most ``limit`` rows, and how many more)."""
+    if not rows:
+        return None
+    ranked = sorted(rows, key=lambda r: (-r["accuracy_drop"], r["class_index"]))
+    return {"rows": [{"name": r["class_name"], "index": r["class_index"], "images": r["images"],
+                      "float": fmt_pct(r["float_accuracy"]), "int8": fmt_pct(r["int8_accuracy"]),
+                      "drop": fmt_points(r["accuracy_drop"])} for r in ranked[:limit]],
+            "more": max(0, len(ranked) - limit), "total": len(ranked)}
+
+
+def _flips(rows: list[dict], class_names: dict, limit: int = 30) -> dict | None:
+    """Images whose prediction flips, the ones int8 gets wrong first."""
+    if not rows:
+        return None
+    ranked = sorted(rows, key=lambda r: (r["int8_correct"], not r["float_correct"], r["image"]))
+
+    def name(c):
+        return class_names.get(c, str(c))
+
+    return {"rows": [{"image": r["image"], "label": name(r["label"]), "float": name(r["float_pred"]),
+                      "int8": name(r["int8_pred"]),
+                      "effect": "lost" if r["float_correct"] and not r["int8_correct"] else
+                      "gained" if r["int8_correct"] and not r["float_correct"] else "both wrong"}
+                     for r in ranked[:limit]],
+            "more": max(0, len(ranked) - limit), "total": len(ranked)}
 
 
 def build_view(reader: RunReader) -> dict:
@@ -213,6 +313,8 @@ def build_view(reader: RunReader) -> dict:
     prop = _records(reader.table("activations"))
     iso = _records(reader.table("shadow"))
     model = _records(reader.table("model"))
+    classes = _records(reader.table("classes"))
+    flips = _records(reader.table("flips"))
     coverage = _records(reader.table("coverage"))
     guidance = _records(reader.table("guidance"))
     fix = _fix(_records(reader.table("fix")))
@@ -245,6 +347,8 @@ def build_view(reader: RunReader) -> dict:
         "overrides": man["config"].get("overrides", []),
         "verdict": _verdict(model, findings, iso, prop),
         "model": model[0] if model else None,
+        "classes": _classes(classes),
+        "flips": _flips(flips, {r["class_index"]: r["class_name"] for r in classes}),
         "findings": findings,
         "fix": fix,
         "sensitivity": sensitivity,
@@ -263,5 +367,9 @@ def build_view(reader: RunReader) -> dict:
             "layers": raw_layers(weights, prop, iso),
             "output_sqnr_db": model[0]["output_sqnr_db"] if model else math.nan,
             "top1_agreement": model[0]["top1_agreement"] if model else math.nan,
+            "model": model[0] if model and model[0].get("labelled_samples") else None,
+            "classes": [{k: (int(v) if k in ("class_index", "images") else v) for k, v in r.items()} for r in classes],
+            "flips": [{k: (bool(v) if k.endswith("_correct") else int(v) if k != "image" else v) for k, v in r.items()}
+                      for r in flips],
         },
     }

@@ -9,6 +9,10 @@ from qreport.render.fmt import fmt_db, fmt_pct
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 WORST_LAYERS = 5
+ACCURACY_KEYS = ("labelled_samples", "float_accuracy", "float_accuracy_lo", "float_accuracy_hi", "int8_accuracy",
+                 "int8_accuracy_lo", "int8_accuracy_hi", "accuracy_drop", "accuracy_drop_lo", "accuracy_drop_hi",
+                 "images_lost", "images_gained", "mcnemar_p", "metric_name", "float_metric", "int8_metric",
+                 "metric_drop", "metric_drop_lo", "metric_drop_hi", "top1_agreement", "agreement_lo", "agreement_hi")
 
 
 def md_escape(text) -> str:
@@ -49,20 +53,42 @@ def run_summary(view: dict) -> tuple[str, dict]:
     lines = [f"## qreport: {md_escape(man['model']['name'])} — {verdict['level'].upper()}", ""]
     if not man["weights"]["trained"]:
         lines += ["> **Random weights**: no trained weights were loaded; the numbers describe the architecture only.", ""]
+    if man["data"].get("synthetic"):
+        lines += ["> **Synthetic calibration data**: activation ranges come from generated noise, not real inputs.", ""]
+    acc = verdict["accuracy"]
+    if acc and acc["has_accuracy"]:
+        lines.append(f"Accuracy **{acc['float']} → {acc['int8']}** (float → int8), drop **{acc['drop']}** "
+                     f"(95 % interval {acc['drop_ci']}, {acc['images']} labelled images; {acc['lost']} lost, "
+                     f"{acc['gained']} gained).")
+    if acc and acc["metric"]:
+        lines.append(f"{md_escape(acc['metric'])}: **{acc['float_metric']} → {acc['int8_metric']}** "
+                     f"(drop {acc['metric_drop']}, 95 % interval {acc['metric_drop_ci']}, {acc['images']} images).")
+    flagged = verdict["bad_count"]
     lines.append(
-        f"Output SQNR **{verdict['output_sqnr']}**, top-1 agreement **{verdict['top1']}** "
-        f"({verdict['samples']} inputs), **{verdict['bad_count']}** layers flagged."
+        f"Output SQNR **{verdict['output_sqnr']}**, top-1 agreement **{verdict['top1']}** {verdict['top1_ci']} "
+        f"({verdict['samples']} inputs), **{flagged}** layer{'s' if flagged != 1 else ''} flagged."
     )
-    gate = man.get("gate")
-    if gate:
+    lines.append(f"<sub>Verdict rule: {md_escape(verdict['rule'])}.</sub>")
+    gates = man.get("gates", [])
+    for gate in gates:
         lines.append(f"Gate `{gate['name']}` {'passed' if gate['passed'] else '**FAILED**'}: {md_escape(gate['detail'])}.")
     fix = view.get("fix")
-    if fix:
+    if fix and fix["changes"]:
+        accuracy = (f"int8 accuracy {fix['accuracy']['before']} → **{fix['accuracy']['after']}**, "
+                    if fix["accuracy"] else "")
+        verdict_text = "`fix.toml`" if fix["recommended"] else "not recommended: the effect is negative or within noise"
         lines.append(
-            f"Measured fix ({fix['count']} qconfig changes, `fix.toml`): output SQNR {fix['output_sqnr']['before']} → "
-            f"**{fix['output_sqnr']['after']}**, top-1 agreement {fix['top1']['before']} → **{fix['top1']['after']}**; "
-            f"parameters in float {fix['params']['before']} → {fix['params']['after']}."
+            f"Measured fix ({fix['count']} qconfig change{'s' if fix['count'] != 1 else ''}, {verdict_text}): "
+            f"{accuracy}output SQNR {fix['output_sqnr']['before']} → **{fix['output_sqnr']['after']}**, top-1 "
+            f"agreement {fix['top1']['before']} → **{fix['top1']['after']}**; parameters in float "
+            f"{fix['params']['before']} → {fix['params']['after']}."
         )
+    for dropped in (fix or {}).get("dropped", []):
+        lines.append(f"Change left out, it cannot be built: `{dropped['changes']}` ({md_escape(dropped['note'])}).")
+    classes = view.get("classes")
+    if classes and classes["rows"][0]["drop"] not in ("—", "+0.0 pt"):
+        worst = ", ".join(f"{md_escape(c['name'])} {c['drop']}" for c in classes["rows"][:3])
+        lines.append(f"Classes losing most: {worst}.")
     failed = [s["name"] for s in view["failed_stages"] if s.get("status") != "skipped"]
     skipped = [s["name"] for s in view["failed_stages"] if s.get("status") == "skipped"]
     if failed:
@@ -94,9 +120,13 @@ def run_summary(view: dict) -> tuple[str, dict]:
         "weights_trained": man["weights"]["trained"],
         "failed_stages": failed,
         "skipped_stages": skipped,
-        "gate": gate,
-        "fix": {"changes": fix["changes"], "output_sqnr_db_after": json_number(fix["gain_db"] + raw["output_sqnr_db"])}
-        if fix else None,
+        "gates": gates,
+        "accuracy": {k: json_number(raw["model"].get(k)) for k in ACCURACY_KEYS} if raw.get("model") else None,
+        "classes": raw.get("classes", []),
+        "flips": raw.get("flips", []),
+        "fix": {"changes": fix["changes"], "recommended": fix["recommended"],
+                "output_sqnr_db_after": json_number(fix["gain_db"] + raw["output_sqnr_db"]),
+                "dropped": fix["dropped"]} if fix else None,
         "worst_layers": [{k: json_number(v) for k, v in r.items()} for r in worst],
         "findings": [{"code": f["code"], "severity": f["severity"], "layer_fqn": f["layer_fqn"]} for f in view["findings"]],
     }

@@ -14,7 +14,7 @@ import torch
 
 from qreport.flows.fx import short_type
 from qreport.flows.fx_sim import Simulator
-from qreport.stages.model import first_tensor, score_outputs
+from qreport.scoring import first_tensor, score_outputs
 
 GREEDY_MAX_LAYERS = 10
 GREEDY_MIN_GAIN_DB = 0.1
