@@ -119,6 +119,44 @@ def _int8_modules_take_int8():
         utils.get_node_first_input_and_output_type = graph_passes.get_node_first_input_and_output_type = original
 
 
+_FLOAT_TWINS: dict[type, type] = {}
+
+
+def _float_twin(cls: type) -> type:
+    """A subclass of ``cls`` that behaves the same but is not ``cls`` to torch's int8 lowering."""
+    if cls not in _FLOAT_TWINS:
+        _FLOAT_TWINS[cls] = type(cls.__name__, (cls,), {"__module__": __name__, "__doc__": "kept float by qconfig"})
+    return _FLOAT_TWINS[cls]
+
+
+def keep_float_modules(model: nn.Module, overrides: Iterable[ModuleOverride]) -> list[type]:
+    """Make the modules that overrides keep float stay float through ``convert_fx``; returns the classes that FX must
+    treat as leaves.
+
+    ``convert_fx`` lowers every ``dequantize → module → quantize`` run whose module type it has an int8 twin for
+    (PReLU, LayerNorm, Hardswish, ... : torch's ``SPECIAL_PATTERN_LOWER_MODULE_MAP``), even when the module's
+    qconfig is None, and then fails in ``from_reference`` (torch 2.14.1). Such a module is given an identical
+    subclass, which the lowering does not recognise and FX keeps as one untraced float call.
+    """
+    from torch.ao.quantization.fx._lower_to_native_backend import SPECIAL_PATTERN_LOWER_MODULE_MAP
+
+    twins = set()
+    kept = [o.module for o in overrides if o.preset == "float"]
+    for name, module in model.named_modules():
+        if type(module) in SPECIAL_PATTERN_LOWER_MODULE_MAP and kept_float_by(name, kept):
+            module.__class__ = _float_twin(type(module))
+            twins.add(module.__class__)
+    return sorted(twins, key=lambda c: c.__name__)
+
+
+def kept_float_by(fqn: str, kept_float: Iterable[str]) -> str | None:
+    """The module path in ``kept_float`` that covers ``fqn`` (itself or an ancestor), or None."""
+    for module in kept_float:
+        if fqn == module or fqn.startswith(module + "."):
+            return module
+    return None
+
+
 def _clamp_name(node, modules: dict) -> str:
     if node.op == "call_module":
         return type(modules[node.target]).__name__
@@ -199,11 +237,13 @@ class FxStaticFlow:
         self.check_overrides(model)
         self._skip_names, self._skip_classes = resolve_non_traceable(model, self.non_traceable)
         check_finite_parameters(model)
-        custom = PrepareCustomConfig().set_non_traceable_module_names(self._skip_names) \
-            .set_non_traceable_module_classes(self._skip_classes)
         with quiet_torch(self.verbose, self.notes):
             check_traceable(model, self._skip_names, self._skip_classes)
-            return self._prepare_fx(copy.deepcopy(model), example, custom)
+            model = copy.deepcopy(model)
+            self._skip_classes = self._skip_classes + keep_float_modules(model, self.overrides)
+            custom = PrepareCustomConfig().set_non_traceable_module_names(self._skip_names) \
+                .set_non_traceable_module_classes(self._skip_classes)
+            return self._prepare_fx(model, example, custom)
 
     def _prepare_fx(self, model: nn.Module, example: torch.Tensor, custom) -> nn.Module:
         from torch.ao.quantization.quantize_fx import prepare_fx
