@@ -9,6 +9,7 @@ import torch
 
 from qreport.flows.fx import short_type
 from qreport.metrics import sqnr_db
+from qreport.stages.tables import stage_frame
 
 
 def _per_channel_scales(q: torch.Tensor, channels: int) -> torch.Tensor:
@@ -62,10 +63,10 @@ def weight_row(layer: str, layer_fqn: str, op_type: str, float_values, quant_val
 
 
 def run(ctx) -> pd.DataFrame:
-    """One row per quantized layer with a weight, in model order."""
+    """One row per quantized layer with a weight, in model order (none paired: no rows, same columns)."""
     rows = []
     for order, pair in enumerate(ctx.flow.weight_pairs(ctx.prepared, ctx.quantized)):
         row = weight_row(pair["layer"], pair["layer_fqn"], short_type(pair["op_type"]), pair["float_values"], pair["quant_values"])
         row["order"] = order
         rows.append(row)
-    return pd.DataFrame(rows)
+    return stage_frame("weights", rows)
