@@ -39,6 +39,7 @@ SEED = 0
 DIGITS_EVAL = 597
 DIGITS_EPOCHS = 20
 
+LFW_CLASSES = ("non-face", "face")  # label 0, label 1
 Split = dict[str, torch.Tensor]  # {"inputs": float32 [N, ...], "labels": int64 [N]}
 
 
@@ -133,7 +134,7 @@ def write_real_data(folder: Path = DEFAULT_FOLDER, log=print) -> dict[str, Path]
     for net in MTCNN_NETS:
         produce(f"{net}.pt", lambda net=net: mtcnn_state_dict(facenet_wheel(folder / "wheels"), net))
     for net, size in LFW_SIZES.items():
-        produce(f"lfw_{net}.pt", lambda size=size: lfw_faces(size))
+        produce(f"lfw_{net}.pt", lambda size=size: {**lfw_faces(size), "classes": list(LFW_CLASSES)})
     split = functools.cache(digits_split)  # made only when a digits file is missing
     produce("digits_train.pt", lambda: split()[0])
     produce("digits.pt", lambda: split()[1])

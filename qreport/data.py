@@ -246,10 +246,10 @@ def _tensor_inputs(obj, path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The inputs and labels a ``.pt`` file holds, checked: one-line errors name what is wrong."""
     labels = None
     if isinstance(obj, dict):
-        unknown = sorted(set(obj) - {"inputs", "labels"})
+        unknown = sorted(set(obj) - {"inputs", "labels", "classes"})
         if unknown or "inputs" not in obj:
-            raise InputError(f"input file {path} must hold a tensor or a dict with 'inputs' (and optionally 'labels'); "
-                             f"found keys {', '.join(map(repr, sorted(obj)))}")
+            raise InputError(f"input file {path} must hold a tensor or a dict with 'inputs' (and optionally 'labels' "
+                             f"and 'classes'); found keys {', '.join(map(repr, sorted(map(str, obj))))}")
         labels = obj.get("labels")
         obj = obj["inputs"]
     if not isinstance(obj, torch.Tensor) or obj.dim() < 2 or obj.shape[0] == 0:
@@ -291,6 +291,10 @@ def tensor_file(path: str, batch_size: int, calib_batches: int, eval_batches: in
     except Exception as exc:  # unpickling refused, truncated or not a torch file
         raise InputError(f"input file {path} cannot be read ({exc.__class__.__name__}); save a tensor with torch.save") from None
     inputs, labels = _tensor_inputs(obj, path)
+    class_names = obj.get("classes") if isinstance(obj, dict) else None
+    if class_names is not None and (not isinstance(class_names, (list, tuple))
+                                    or not all(isinstance(c, str) for c in class_names)):
+        raise InputError(f"input file {path}: 'classes' must be a list of class names, one per class index")
     n = inputs.shape[0]
     index = torch.arange(n)
     n_calib = min(n, calib_batches * batch_size)
@@ -321,6 +325,7 @@ def tensor_file(path: str, batch_size: int, calib_batches: int, eval_batches: in
         labels=f"the file's 'labels' ({'class indices' if not labels.is_floating_point() else 'float targets'})"
         if labels is not None else "",
         max_label=int(labels.max()) if labels is not None and not labels.is_floating_point() else None,
+        class_names=list(class_names or []),
     )
 
 

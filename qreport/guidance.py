@@ -21,6 +21,7 @@ class Thresholds:
     outlier_channel_ratio: float = 3.5  # 100th / 97.5th percentile of per-input-channel |max|
     range_instability: float = 0.5  # std / mean of the per-batch activation range
     worst_layers: int = 3  # isolated-view layers always listed, even below the thresholds
+    kernel_rmse_over_step: float = 2.0  # an int8 kernel this many output steps off on clean input is defective
 
     @classmethod
     def from_pairs(cls, pairs) -> "Thresholds":
@@ -29,7 +30,7 @@ class Thresholds:
 
 
 # Every code has one explanation partial: templates/partials/finding_<code>.html.j2
-CODES = ("random_weights", "weight_outlier", "per_tensor_weights", "sensitive_layer", "outlier_input_channels",
+CODES = ("random_weights", "kernel_defect", "weight_outlier", "per_tensor_weights", "sensitive_layer", "outlier_input_channels",
          "activation_clipping", "high_rmse", "unstable_range", "error_origin", "inherited_error")
 
 
@@ -173,6 +174,25 @@ def _channel_findings(channels: pd.DataFrame | None, t: Thresholds) -> list[Find
     return out
 
 
+def _kernel_findings(kernels: pd.DataFrame | None, t: Thresholds, backend: str) -> list[Finding]:
+    """int8 kernels that are wrong on clean input inside their calibrated range: a backend defect."""
+    out = []
+    if kernels is None or not len(kernels):
+        return out
+    for r in kernels.sort_values(["rmse_over_step", "layer_fqn"], ascending=[False, True]).to_dict("records"):
+        if not r["rmse_over_step"] > t.kernel_rmse_over_step:
+            continue
+        out.append(Finding(
+            "kernel_defect", "high", r["layer_fqn"], r["layer_fqn"], "kernel", r["sqnr_db"], math.nan,
+            t.kernel_rmse_over_step, "originates",
+            f"the int8 {r['op_type']} kernel is wrong on clean input: fed {r['values']} synthetic values spread over the "
+            f"integer range its real input spans (codes {r['input_codes_lo']}–{r['input_codes_hi']}), it is "
+            f"{r['rmse_over_step']:.1f} output steps RMS off the float {r['op_type']} (rounding alone gives 0.29), "
+            f"SQNR {_db(r['sqnr_db'])}. This is the {backend} backend's kernel, not your data or ranges: keep it float.",
+            *change(r["layer_fqn"], "float", backend)))
+    return out
+
+
 def _range_findings(acts: pd.DataFrame | None, t: Thresholds, backend: str = "x86") -> list[Finding]:
     """Activation ranges that fit badly: values clipped, error far above rounding, ranges moving between batches."""
     out = []
@@ -218,6 +238,7 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True, back
     if not weights_trained:
         out.append(Finding("random_weights", "high", "", "", "model", math.nan, math.nan, math.nan, "n/a",
                            "Weights: random initialisation.", "", "", ""))
+    out.extend(_kernel_findings(tables.get("kernels"), t, backend))
     if weights is not None and len(weights):
         out.extend(_weight_findings(weights, backend, t))
     out.extend(_sensitivity_findings(tables.get("sensitivity"), backend))
@@ -270,7 +291,8 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True, back
                 "", "", ""))
             break  # the worst one explains the pattern; the chart shows the rest
     rank = {"high": 0, "medium": 1, "info": 2}
-    return sorted(out, key=lambda f: (rank[f.severity], f.code == "inherited_error", f.code == "sensitive_layer",
+    return sorted(out, key=lambda f: (rank[f.severity], f.code != "kernel_defect", f.code == "inherited_error",
+                                      f.code == "sensitive_layer",
                                       f.value_db if math.isfinite(f.value_db) else -math.inf))
 
 

@@ -57,21 +57,21 @@ def embedding_vocabulary(model: torch.nn.Module) -> int | None:
     return None
 
 
-def _source(spec: str, cfg: BuildConfig, loaded) -> data_mod.DataSource:
+def _source(spec: str, cfg: BuildConfig, loaded, calib_batches: int) -> data_mod.DataSource:
     shape = cfg.input_shape or loaded.input_shape
     if spec == "synthetic":
-        return data_mod.synthetic(shape, cfg.batch_size, cfg.calib_batches, cfg.eval_batches, cfg.seed,
+        return data_mod.synthetic(shape, cfg.batch_size, calib_batches, cfg.eval_batches, cfg.seed,
                                   vocabulary=embedding_vocabulary(loaded.module))
     if spec.endswith((".pt", ".pth")):
-        return data_mod.tensor_file(spec, cfg.batch_size, cfg.calib_batches, cfg.eval_batches)
+        return data_mod.tensor_file(spec, cfg.batch_size, calib_batches, cfg.eval_batches)
     return data_mod.image_folder(spec, shape, None if cfg.input_shape else loaded.transforms,
-                                 cfg.batch_size, cfg.calib_batches, cfg.eval_batches)
+                                 cfg.batch_size, calib_batches, cfg.eval_batches)
 
 
 def _data_source(cfg: BuildConfig, loaded) -> data_mod.DataSource:
-    data = _source(cfg.data, cfg, loaded)
-    if cfg.eval_data:
-        data = data_mod.with_evaluation(data, _source(cfg.eval_data, cfg, loaded))
+    data = _source(cfg.data, cfg, loaded, cfg.calib_batches)
+    if cfg.eval_data:  # a separate evaluation source is evaluated from its first input
+        data = data_mod.with_evaluation(data, _source(cfg.eval_data, cfg, loaded, calib_batches=0))
     return data
 
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 # Bump when a column is renamed, removed or changes meaning; readers refuse newer versions.
 SCHEMA_VERSION = 2
 
-STAGES = ("weights", "activations", "shadow", "model", "channels", "sensitivity", "coverage", "guidance", "fix")
+STAGES = ("weights", "activations", "shadow", "kernels", "model", "channels", "sensitivity", "coverage", "guidance", "fix")
 
 # Tables a stage writes besides its own, and the stage whose status they share.
 EXTRA_TABLES = {"classes": "model", "flips": "model"}
@@ -86,6 +86,15 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
     ],
     "activations": _ACTIVATION_COLUMNS,
     "shadow": _ACTIVATION_COLUMNS,
+    "kernels": [  # int8 modules without weights to fold, each run alone on synthetic input
+        ("layer_fqn", pa.string()),
+        ("op_type", pa.string()),
+        ("input_codes_lo", pa.int32()),  # the integer input range seen on real data; the synthetic codes span it
+        ("input_codes_hi", pa.int32()),
+        ("values", pa.int64()),
+        ("rmse_over_step", pa.float64()),  # against the float module, output clamped to the int8 range (0.29 ideal)
+        ("sqnr_db", pa.float64()),
+    ],
     "model": [
         ("samples", pa.int64()),
         ("batches", pa.int32()),

@@ -18,14 +18,15 @@ from torch.ao.ns.fx.utils import compute_sqnr
 from conftest import run_cli, tiny_args
 from qreport.cli import main
 from qreport.data import synthetic
-from qreport.schema import SCHEMA_VERSION, STAGES, arrow_schema
+from qreport.schema import EXTRA_TABLES, SCHEMA_VERSION, STAGES, arrow_schema
 import toy_models
 
 
 def test_run_folder_has_one_parquet_per_stage_a_manifest_and_a_report(tiny_run):
     names = sorted(p.name for p in tiny_run.iterdir() if p.name != "fix.toml")  # fix.toml only when a fix applies
-    assert names == sorted([f"{s}.parquet" for s in STAGES] + ["manifest.json", "report.html", "summary.json", "summary.md"])
-    for stage in STAGES:
+    tables = list(STAGES) + list(EXTRA_TABLES)  # the model stage also writes classes and flips
+    assert names == sorted([f"{s}.parquet" for s in tables] + ["manifest.json", "report.html", "summary.json", "summary.md"])
+    for stage in tables:
         table = pq.read_table(tiny_run / f"{stage}.parquet")
         assert table.schema.names == arrow_schema(stage).names
         assert table.schema.metadata[b"qreport.schema_version"] == str(SCHEMA_VERSION).encode()

@@ -166,3 +166,66 @@ def test_x86_int8_mean_over_a_1x1_conv_output_fails_and_qnnpack_works(tmp_path):
     assert main(tiny_args(tmp_path / "qnnpack", "pointwise_mean", "--backend", "qnnpack")) == 0
     manifest = json.loads((tmp_path / "qnnpack" / "manifest.json").read_text())
     assert not any("does not run" in n for n in manifest["data"]["notes"])
+
+
+class _ConvActConv(torch.nn.Module):
+    def __init__(self, act):
+        super().__init__()
+        self.conv1, self.act, self.conv2 = torch.nn.Conv2d(3, 8, 3), act, torch.nn.Conv2d(8, 4, 3)
+
+    def forward(self, x):
+        return self.conv2(self.act(self.conv1(x)))
+
+
+def _convert_keeping_float(model, x, name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86").set_module_name(name, None), (x,))
+        p(x)
+        return convert_fx(p)
+
+
+def test_raw_convert_fx_cannot_keep_a_prelu_float_and_qreport_can(tmp_path):
+    torch.backends.quantized.engine = "x86"
+    torch.manual_seed(0)
+    model, x = _ConvActConv(torch.nn.PReLU(8)).eval(), torch.randn(2, 3, 16, 16)
+    with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'weight'"):
+        _convert_keeping_float(model, x, "act")  # PReLU.from_reference reads qconfig.weight of a None qconfig
+    qconfig = tmp_path / "q.toml"
+    qconfig.write_text('[modules]\n"prelu1" = "float"\n"prelu2" = "float"\n')
+    out = tmp_path / "run"
+    assert main(tiny_args(out, "prelu_cnn", "--qconfig", str(qconfig))) == 0
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    assert {name: s["status"] for name, s in stages.items()} == {name: "ok" for name in stages}
+    coverage = pd.read_parquet(out / "coverage.parquet").set_index("layer_fqn")
+    assert coverage.loc["prelu1", "status"] == "float"
+
+
+def test_raw_convert_fx_silently_quantizes_a_hardswish_kept_float():
+    torch.backends.quantized.engine = "x86"
+    model, x = _ConvActConv(torch.nn.Hardswish()).eval(), torch.randn(2, 3, 16, 16)
+    assert type(_convert_keeping_float(model, x, "act").act).__module__.startswith("torch.ao.nn.quantized")
+    from qreport.config import ModuleOverride
+    from qreport.flows.fx import FxStaticFlow
+
+    flow = FxStaticFlow("x86", [ModuleOverride("act", "float")])
+    prepared = flow.prepare(model, x)
+    prepared(x)
+    assert not type(flow.convert(prepared).act).__module__.startswith("torch.ao.nn.quantized")
+
+
+def test_int8_prelu_scales_positive_inputs_by_its_largest_slope():
+    """torch 2.14.1's int8 PReLU: positive outputs come out times the largest representable slope when every slope is
+    below 1 (x86 and qnnpack alike), so a trained PReLU network collapses in int8."""
+    for engine in ("x86", "qnnpack"):
+        torch.backends.quantized.engine = engine
+        prelu = torch.nn.PReLU(8).eval()
+        with torch.no_grad():
+            prelu.weight.copy_(torch.linspace(0.05, 0.4, 8))
+        model, x = _ConvActConv(prelu).eval(), torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            q = convert_fx(_prepared(model, x)).act
+            xq = torch.quantize_per_tensor(torch.linspace(0.1, 1.0, 128).reshape(1, 8, 4, 4), 0.01, 0, torch.quint8)
+            ratio = (q(xq).dequantize() / xq.dequantize()).mean()
+        assert ratio == pytest.approx(0.4, abs=0.02), engine

@@ -204,3 +204,50 @@ def pointwise_mean():
     torch.manual_seed(0)
     return PointwiseMean()
 
+
+
+class PReLUCNN(nn.Module):
+    """conv → PReLU → conv → PReLU → pool → linear: torch's int8 PReLU is wrong on the x86 backend."""
+
+    example_input_shape = (3, 32, 32)
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.prelu1 = nn.PReLU(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.prelu2 = nn.PReLU(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.prelu2(self.conv2(self.prelu1(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def prelu_cnn():
+    torch.manual_seed(0)
+    model = PReLUCNN()
+    with torch.no_grad():  # trained PReLUs have small positive slopes, not the 0.25 of a fresh one
+        model.prelu1.weight.uniform_(0.05, 0.3)
+        model.prelu2.weight.uniform_(0.05, 0.3)
+    return model
+
+
+class EmbeddingClassifier(nn.Module):
+    """Token ids → embedding → mean over the sequence → two Linears: the text-model shape dynamic quantization suits."""
+
+    example_input_shape = (12,)
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.hidden = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, tokens):
+        return self.head(torch.relu(self.hidden(self.embed(tokens).mean(1))))
+
+
+def embedding_classifier():
+    torch.manual_seed(0)
+    return EmbeddingClassifier()

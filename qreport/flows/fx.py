@@ -123,30 +123,45 @@ _FLOAT_TWINS: dict[type, type] = {}
 
 
 def _float_twin(cls: type) -> type:
-    """A subclass of ``cls`` that behaves the same but is not ``cls`` to torch's int8 lowering."""
+    """A subclass of ``cls`` that computes the same and is still a torch.nn leaf to FX tracers, but is not ``cls`` to
+    torch's int8 lowering."""
     if cls not in _FLOAT_TWINS:
-        _FLOAT_TWINS[cls] = type(cls.__name__, (cls,), {"__module__": __name__, "__doc__": "kept float by qconfig"})
+        _FLOAT_TWINS[cls] = type(cls.__name__, (cls,), {"__module__": cls.__module__, "__doc__": "kept float by qconfig"})
     return _FLOAT_TWINS[cls]
 
 
-def keep_float_modules(model: nn.Module, overrides: Iterable[ModuleOverride]) -> list[type]:
-    """Make the modules that overrides keep float stay float through ``convert_fx``; returns the classes that FX must
-    treat as leaves.
+def keep_float_modules(prepared: nn.Module, overrides: Iterable[ModuleOverride]) -> list[str]:
+    """Make the modules that overrides keep float stay float through ``convert_fx``; returns their paths.
 
-    ``convert_fx`` lowers every ``dequantize → module → quantize`` run whose module type it has an int8 twin for
-    (PReLU, LayerNorm, Hardswish, ... : torch's ``SPECIAL_PATTERN_LOWER_MODULE_MAP``), even when the module's
-    qconfig is None, and then fails in ``from_reference`` (torch 2.14.1). Such a module is given an identical
-    subclass, which the lowering does not recognise and FX keeps as one untraced float call.
+    ``convert_fx`` lowers every ``dequantize → module → quantize`` run whose module type has an int8 twin (PReLU,
+    Hardswish, BatchNorm, ...: torch's ``SPECIAL_PATTERN_LOWER_MODULE_MAP``) even when the module's qconfig is None:
+    torch 2.14.1 then quantizes a Hardswish or BatchNorm kept float without a word, and fails on a PReLU
+    (``from_reference`` reads ``qconfig.weight``). Such a module, after fusion, is given an identical subclass
+    that the lowering does not recognise.
     """
     from torch.ao.quantization.fx._lower_to_native_backend import SPECIAL_PATTERN_LOWER_MODULE_MAP
 
-    twins = set()
     kept = [o.module for o in overrides if o.preset == "float"]
-    for name, module in model.named_modules():
+    changed = []
+    for name, module in prepared.named_modules():
         if type(module) in SPECIAL_PATTERN_LOWER_MODULE_MAP and kept_float_by(name, kept):
             module.__class__ = _float_twin(type(module))
-            twins.add(module.__class__)
-    return sorted(twins, key=lambda c: c.__name__)
+            changed.append(name)
+    return changed
+
+
+@contextlib.contextmanager
+def _float_twins_in(models: Iterable[nn.Module], overrides: Iterable[ModuleOverride]):
+    """The float-side models with the same twin classes as the int8 model, so the Numeric Suite matches kept-float
+    modules type for type; the original classes come back afterwards."""
+    originals = [(m, type(m)) for model in models for m in model.modules()]
+    for model in models:
+        keep_float_modules(model, overrides)
+    try:
+        yield
+    finally:
+        for module, cls in originals:
+            module.__class__ = cls
 
 
 def kept_float_by(fqn: str, kept_float: Iterable[str]) -> str | None:
@@ -237,13 +252,11 @@ class FxStaticFlow:
         self.check_overrides(model)
         self._skip_names, self._skip_classes = resolve_non_traceable(model, self.non_traceable)
         check_finite_parameters(model)
+        custom = PrepareCustomConfig().set_non_traceable_module_names(self._skip_names) \
+            .set_non_traceable_module_classes(self._skip_classes)
         with quiet_torch(self.verbose, self.notes):
             check_traceable(model, self._skip_names, self._skip_classes)
-            model = copy.deepcopy(model)
-            self._skip_classes = self._skip_classes + keep_float_modules(model, self.overrides)
-            custom = PrepareCustomConfig().set_non_traceable_module_names(self._skip_names) \
-                .set_non_traceable_module_classes(self._skip_classes)
-            return self._prepare_fx(model, example, custom)
+            return self._prepare_fx(copy.deepcopy(model), example, custom)
 
     def _prepare_fx(self, model: nn.Module, example: torch.Tensor, custom) -> nn.Module:
         from torch.ao.quantization.quantize_fx import prepare_fx
@@ -271,15 +284,17 @@ class FxStaticFlow:
         """A fresh int8 model from a calibrated prepared model (quantized models cannot be deep-copied)."""
         from torch.ao.quantization.quantize_fx import convert_fx
 
+        model = copy.deepcopy(prepared)
+        keep_float_modules(model, self.overrides)
         with quiet_torch(self.verbose, self.notes):
-            return convert_fx(copy.deepcopy(prepared))
+            return convert_fx(model)
 
     # -- instrumentation -----------------------------------------------------------------------
     def weight_pairs(self, prepared: nn.Module, quantized: nn.Module) -> list[dict]:
         """Matched (float folded weight, int8 weight) pairs, in model order."""
         import torch.ao.ns._numeric_suite_fx as ns
 
-        with quiet_torch(self.verbose, self.notes), self._ns_patches():
+        with quiet_torch(self.verbose, self.notes), self._ns_patches(prepared):
             results = ns.extract_weights(FLOAT_NAME, prepared, QUANT_NAME, quantized)
         pairs = []
         for layer, by_type in results.items():
@@ -329,7 +344,7 @@ class FxStaticFlow:
         import torch.ao.ns._numeric_suite_fx as ns
 
         quantized = self.convert(prepared)
-        with quiet_torch(self.verbose, self.notes), self._ns_patches():
+        with quiet_torch(self.verbose, self.notes), self._ns_patches(float_model):
             return ns.add_loggers(FLOAT_NAME, _out_of_place(float_model), QUANT_NAME, quantized, logger_cls)
 
     def shadow_model(self, float_model: nn.Module, prepared: nn.Module, logger_cls) -> tuple[nn.Module, list[dict]]:
@@ -338,7 +353,7 @@ class FxStaticFlow:
 
         quantized = self.convert(prepared)
         lines: list[str] = []
-        with quiet_torch(self.verbose, lines), self._ns_patches():
+        with quiet_torch(self.verbose, lines), self._ns_patches(float_model):
             model = ns.add_shadow_loggers(FLOAT_NAME, _out_of_place(float_model), QUANT_NAME, quantized, logger_cls)
         self.notes.extend(lines)
         skipped = []
@@ -349,9 +364,10 @@ class FxStaticFlow:
         return model, skipped
 
     @contextlib.contextmanager
-    def _ns_patches(self):
-        """The Numeric Suite with our two corrections: the non-traceable modules and int8 input types."""
-        with self._ns_tracer(), _int8_modules_take_int8():
+    def _ns_patches(self, float_model: nn.Module):
+        """The Numeric Suite with our corrections: the non-traceable modules, int8 input types, and the float side's
+        kept-float modules typed as in the int8 model."""
+        with self._ns_tracer(), _int8_modules_take_int8(), _float_twins_in([float_model], self.overrides):
             yield
 
     @contextlib.contextmanager
@@ -374,6 +390,13 @@ class FxStaticFlow:
             yield
         finally:
             ns.NSTracer = base
+
+    def kernel_checks(self, float_model: nn.Module, quantized: nn.Module, example: torch.Tensor) -> list[dict]:
+        """Each int8 kernel without weights to fold, run alone on synthetic input inside its calibrated range."""
+        from qreport.flows.fx_kernels import kernel_checks
+
+        with quiet_torch(self.verbose, self.notes):
+            return kernel_checks(float_model, quantized, example)
 
     @staticmethod
     def logger_base():

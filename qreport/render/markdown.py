@@ -87,8 +87,8 @@ def run_summary(view: dict) -> tuple[str, dict]:
         lines.append(f"Change left out, it cannot be built: `{dropped['changes']}` ({md_escape(dropped['note'])}).")
     classes = view.get("classes")
     if classes and classes["rows"][0]["drop"] not in ("—", "+0.0 pt"):
-        worst = ", ".join(f"{md_escape(c['name'])} {c['drop']}" for c in classes["rows"][:3])
-        lines.append(f"Classes losing most: {worst}.")
+        losing = ", ".join(f"{md_escape(c['name'])} {c['drop']}" for c in classes["rows"][:3])
+        lines.append(f"Classes losing most: {losing}.")
     failed = [s["name"] for s in view["failed_stages"] if s.get("status") != "skipped"]
     skipped = [s["name"] for s in view["failed_stages"] if s.get("status") == "skipped"]
     if failed:
