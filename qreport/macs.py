@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from qreport.qtypes import WEIGHTED_LAYERS
+
 
 def macs_per_module(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     """MACs per sample of every Conv/Linear module, from one forward with hooks."""
     macs: dict[str, int] = {}
     hooks = []
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+        if isinstance(module, WEIGHTED_LAYERS):
             def hook(mod, args, out, name=name):
                 per_output = mod.in_features if isinstance(mod, nn.Linear) else mod.weight[0].numel()
                 macs[name] = macs.get(name, 0) + int(out[0].numel()) * int(per_output)

@@ -9,19 +9,18 @@ from typing import Callable
 import torch
 
 from qreport.metrics import cosine, sqnr_db
+from qreport.qtypes import INT_RANGE
 
 HIST_BINS = 64
 HIST_SAMPLE = 1 << 16  # histograms count a fixed stride of each batch: at most ~65k values per batch
 
-
-_INT_RANGE = {torch.quint8: (0, 255), torch.qint8: (-128, 127), torch.qint32: (-(2**31), 2**31 - 1)}
 
 
 def _quant_range(q: torch.Tensor) -> tuple[float, int, float, float]:
     """Scale, zero point and the float range a per-tensor quantized tensor can represent."""
     scale = float(q.q_scale())
     zero_point = int(q.q_zero_point())
-    lo, hi = _INT_RANGE.get(q.dtype, (-(2**31), 2**31 - 1))
+    lo, hi = INT_RANGE.get(q.dtype, INT_RANGE[torch.qint32])
     return scale, zero_point, scale * (lo - zero_point), scale * (hi - zero_point)
 
 
@@ -222,7 +221,3 @@ class LayerPairing:
             self.stats[key].update(ref, quant, transform=act)
         except ValueError as exc:
             self.unsupported[key] = str(exc)
-
-    def pending(self) -> int:
-        """How many logged tensors never met their counterpart (should be zero after a run)."""
-        return sum(len(d) for d in self._waiting.values())

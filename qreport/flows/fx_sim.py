@@ -14,8 +14,7 @@ import dataclasses
 import torch
 from torch import nn
 
-_DTYPE_RANGE = {torch.quint8: (0, 255), torch.qint8: (-128, 127)}
-_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+from qreport.qtypes import INT8_DTYPES, INT_RANGE, WEIGHTED_LAYERS
 
 
 class _FakeQuant(nn.Module):
@@ -68,10 +67,10 @@ class _Edge:
 
 
 def _weighted_leaf(module: nn.Module) -> nn.Module | None:
-    if isinstance(module, _WEIGHTED):
+    if isinstance(module, WEIGHTED_LAYERS):
         return module
     for child in module.children():  # fused modules (ConvReLU2d) wrap the conv first
-        if isinstance(child, _WEIGHTED):
+        if isinstance(child, WEIGHTED_LAYERS):
             return child
     return None
 
@@ -134,12 +133,12 @@ class Simulator:
 
     @staticmethod
     def _fake_quant(observer) -> _FakeQuant | None:
-        if observer.dtype not in _DTYPE_RANGE or getattr(observer, "is_dynamic", False):
+        if observer.dtype not in INT8_DTYPES or getattr(observer, "is_dynamic", False):
             return None  # dynamic quantization picks its range per batch at run time: nothing fixed to simulate
         scale, _ = observer.calculate_qparams()
         if scale.numel() != 1:
             return None
-        qmin, qmax = _DTYPE_RANGE[observer.dtype]
+        qmin, qmax = INT_RANGE[observer.dtype]
         return _FakeQuant(observer, qmin, qmax)
 
     def configure(self, float_ops=frozenset(), weights: bool = True, activations: bool = True) -> None:
@@ -151,10 +150,6 @@ class Simulator:
             edge.module.use_own = edge.producer in self.ops and edge.producer not in quantized
         for name, (leaf, float_w, int8_w) in self.weights.items():
             leaf.weight.data = int8_w if (weights and name in quantized) else float_w
-
-    def only(self, op: str) -> None:
-        """Quantize ``op`` alone."""
-        self.configure(float_ops=set(self.ops) - {op})
 
     @torch.no_grad()
     def outputs(self, batches) -> list[torch.Tensor]:

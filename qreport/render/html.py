@@ -10,7 +10,9 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from qreport.metrics import IDEAL_RMSE_OVER_STEP
 from qreport.render.context import build_view
+from qreport.render.fmt import fmt_num
 from qreport.render.markdown import run_summary
 from qreport.store import RunReader, json_text, write_text_atomic
 
@@ -45,6 +47,8 @@ def environment() -> jinja2.Environment:
     env.policies["json.dumps_function"] = lambda v, **kw: _tojson(v)
     # our own CSS/JS files, inlined verbatim so the report needs nothing else
     env.globals["inline"] = lambda name: Markup((templates_dir() / name).read_text(encoding="utf-8"))
+    # RMSE/step of rounding alone (1/√12), as every template words it
+    env.globals["ideal_rmse_over_step"] = fmt_num(IDEAL_RMSE_OVER_STEP, 2)
     return env
 
 

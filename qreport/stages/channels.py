@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+from qreport.qtypes import WEIGHTED_LAYERS
 
 
 def _ratio(values: torch.Tensor) -> float:
@@ -23,7 +23,7 @@ def run(ctx) -> pd.DataFrame:
     """Fold each batch's per-channel |max| of every Conv/Linear input; one row per module, in model order."""
     absmax: dict[str, torch.Tensor] = {}
     hooks = []
-    modules = [(name, m) for name, m in ctx.reference.named_modules() if isinstance(m, _LAYERS)]
+    modules = [(name, m) for name, m in ctx.reference.named_modules() if isinstance(m, WEIGHTED_LAYERS)]
     for name, module in modules:
         def pre_hook(mod, args, name=name):
             x = args[0].detach()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandas as pd
 from torch import nn
 
+from qreport.overrides import kept_float_by
+
 _QUANTIZED_PACKAGES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.ao.nn.quantized.dynamic")
 
 
@@ -13,13 +15,6 @@ def quant_status(q_module) -> str:
     if q_module is None or isinstance(q_module, nn.Identity):
         return "fused"
     return "quantized" if type(q_module).__module__.startswith(_QUANTIZED_PACKAGES) else "float"
-
-
-def _kept_float_by(fqn: str, overrides) -> str | None:
-    for o in overrides:
-        if o.preset == "float" and (fqn == o.module or fqn.startswith(o.module + ".")):
-            return o.module
-    return None
 
 
 def _fqns(ctx, stage: str) -> set[str]:
@@ -60,7 +55,7 @@ def run(ctx) -> pd.DataFrame:
         if row["status"] == "fused":
             notes.append("folded into the preceding op by fusion")
         elif row["status"] == "float":
-            by = _kept_float_by(fqn, ctx.config.overrides)
+            by = kept_float_by(fqn, ctx.config.overrides)
             notes.append(f"kept float by qconfig ({by})" if by else "no quantized kernel for this op; runs in float")
         for stage in ("weights", "activations", "shadow"):
             row[f"in_{stage}"] = fqn in in_stage[stage]
