@@ -17,6 +17,7 @@ from torch import nn
 from qreport.config import ModuleOverride
 from qreport.errors import InputError
 from qreport.flows.fx_checks import check_finite_parameters, check_traceable, resolve_non_traceable
+from qreport.overrides import kept_float_by
 
 FLOAT_NAME = "fp32"
 QUANT_NAME = "int8"
@@ -141,10 +142,10 @@ def keep_float_modules(prepared: nn.Module, overrides: Iterable[ModuleOverride])
     """
     from torch.ao.quantization.fx._lower_to_native_backend import SPECIAL_PATTERN_LOWER_MODULE_MAP
 
-    kept = [o.module for o in overrides if o.preset == "float"]
+    overrides = tuple(overrides)
     changed = []
     for name, module in prepared.named_modules():
-        if type(module) in SPECIAL_PATTERN_LOWER_MODULE_MAP and kept_float_by(name, kept):
+        if type(module) in SPECIAL_PATTERN_LOWER_MODULE_MAP and kept_float_by(name, overrides):
             module.__class__ = _float_twin(type(module))
             changed.append(name)
     return changed
@@ -162,14 +163,6 @@ def _float_twins_in(models: Iterable[nn.Module], overrides: Iterable[ModuleOverr
     finally:
         for module, cls in originals:
             module.__class__ = cls
-
-
-def kept_float_by(fqn: str, kept_float: Iterable[str]) -> str | None:
-    """The module path in ``kept_float`` that covers ``fqn`` (itself or an ancestor), or None."""
-    for module in kept_float:
-        if fqn == module or fqn.startswith(module + "."):
-            return module
-    return None
 
 
 def _clamp_name(node, modules: dict) -> str:

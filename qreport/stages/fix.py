@@ -15,7 +15,7 @@ from torch import nn
 
 from qreport.config import ModuleOverride, render_qconfig_toml
 from qreport.errors import first_line
-from qreport.flows.fx import kept_float_by
+from qreport.overrides import kept_float_by
 from qreport.scoring import EMPTY_LABELLED, evaluate
 from qreport.stages.coverage import quant_status
 
@@ -28,13 +28,12 @@ def suggested_overrides(guidance: pd.DataFrame | None, existing=()) -> list[Modu
     user already keeps float."""
     if guidance is None or not len(guidance):
         return []
-    kept_float = [o.module for o in existing if o.preset == "float"]
     chosen: dict[str, str] = {}
     for row in guidance.sort_values("rank").to_dict("records"):
         module = row["layer_fqn"]
         if row["severity"] not in APPLIED_SEVERITIES or not row["change_preset"] or not module:
             continue
-        if kept_float_by(module, kept_float):
+        if kept_float_by(module, existing):
             continue
         chosen.setdefault(module, row["change_preset"])
     return [ModuleOverride(module=m, preset=p) for m, p in chosen.items()]
