@@ -6,6 +6,7 @@ import pandas as pd
 import torch
 
 from qreport.flows.fx import FLOAT_NAME, QUANT_NAME, make_streaming_logger, short_type
+from qreport.stages.tables import stage_frame
 from qreport.streaming import LayerPairing
 
 
@@ -57,4 +58,4 @@ def run(ctx) -> pd.DataFrame:
             quant_logged(x)  # int8 first: its (1-byte) tensors wait, each float one is folded as it arrives
             float_logged(x)
     ctx.uncompared["activations"] = uncompared(ctx, pairing)
-    return pd.DataFrame(pairing_rows(ctx, pairing))
+    return stage_frame("activations", pairing_rows(ctx, pairing))

@@ -6,6 +6,7 @@ import pandas as pd
 from torch import nn
 
 from qreport.overrides import kept_float_by
+from qreport.stages.tables import stage_frame
 
 _QUANTIZED_PACKAGES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.ao.nn.quantized.dynamic")
 
@@ -70,4 +71,4 @@ def run(ctx) -> pd.DataFrame:
                     )
                     notes.append(f"not in {stage}: {why}")
         row["note"] = "; ".join(notes)
-    return pd.DataFrame(rows)
+    return stage_frame("coverage", rows)

@@ -7,6 +7,7 @@ import torch
 
 from qreport.flows.fx import make_streaming_logger
 from qreport.stages.activations import new_pairing, pairing_rows, uncompared
+from qreport.stages.tables import stage_frame
 
 
 def run(ctx) -> pd.DataFrame:
@@ -20,4 +21,4 @@ def run(ctx) -> pd.DataFrame:
         {"layer": "", "layer_fqn": "", "op_type": s["op_type"], "reason": f"Numeric Suite skipped it: {s['reason']}"}
         for s in skipped
     ]
-    return pd.DataFrame(pairing_rows(ctx, pairing))
+    return stage_frame("shadow", pairing_rows(ctx, pairing))
