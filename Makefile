@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.qreport-installed
 
-.PHONY: venv report test samples bench walk walk-record clean
+.PHONY: venv report test samples real-data bench walk walk-record clean
 
 venv: $(STAMP)
 
@@ -22,9 +22,20 @@ report: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Trained weights and labelled data that need no network but the package registry: MTCNN's networks from the
+# facenet-pytorch wheel, scikit-image's lfw_subset faces, scikit-learn's digits and a CNN trained on them.
+REAL_DATA := .cache/real-data
+real-data: $(STAMP)
+	$(PY) examples/real_data.py $(REAL_DATA)
+
 # Sample run folders (Parquet + manifest + report.html) made by the current code; fixed timestamp.
 SAMPLE_ENV := SOURCE_DATE_EPOCH=1798761600
-samples: $(STAMP)
+samples: real-data
+	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model examples/mtcnn.py:rnet --checkpoint $(REAL_DATA)/rnet.pt \
+		--data $(REAL_DATA)/lfw_rnet.pt --batch-size 16 --eval-batches 9 --out sample_reports/mtcnn_rnet_lfw --force
+	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model examples/digits.py:digits_cnn --checkpoint $(REAL_DATA)/digits_cnn.pt \
+		--data $(REAL_DATA)/digits_train.pt --eval-data $(REAL_DATA)/digits.pt --batch-size 64 --eval-batches 10 \
+		--out sample_reports/digits_cnn --force
 	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model mobilenet_v2 --out sample_reports/mobilenet_v2 --force
 	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model mobilenet_v2 --qconfig examples/seed_scenario.toml \
 		--out sample_reports/mobilenet_v2_seed_scenario --force

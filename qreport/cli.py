@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import signal
 import sys
 import traceback
@@ -178,10 +179,30 @@ def cmd_build(args) -> int:
 
     manifest = build(cfg, out, force=args.force, verbose=args.verbose, quiet=args.quiet,
                      fail_under_sqnr=args.fail_under_sqnr, max_accuracy_drop=args.max_accuracy_drop,
-                     render_report=lambda path: render_run(path, in_progress=True))
+                     render_report=lambda path: render_run(path, in_progress=True),
+                     command=reproduce_command(args.argv))
     if not args.quiet:
         print(f"report: {out}/report.html", file=sys.stderr)
     return _gate_exit(manifest.get("gates", []))
+
+
+_NOT_REPRODUCED = {"--force", "-q", "--quiet", "-v", "--verbose", "--debug"}  # output options, not the numbers
+
+
+def reproduce_command(argv: list[str]) -> str:
+    """The ``qreport build`` command line that reproduces a run's numbers: the options as given, without where the
+    run was written and how chatty the terminal was."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif arg in _NOT_REPRODUCED or arg.startswith("--out="):
+            continue
+        else:
+            kept.append(arg)
+    return shlex.join(["qreport", *kept])
 
 
 def _gate_exit(gates: list[dict]) -> int:
@@ -257,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.verbose and args.quiet:
         print("qreport: error: --verbose and --quiet contradict each other; pick one", file=sys.stderr)
         return EXIT_USAGE

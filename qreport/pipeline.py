@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import platform
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -19,6 +18,7 @@ from qreport.context import BuildContext
 from qreport.errors import InputError, QReportError, first_line
 from qreport.flows import FLOWS, quiet_torch
 from qreport.macs import macs_per_module
+from qreport.progress import Progress
 from qreport.models import load_metric, load_model, recalibrate_batchnorm
 from qreport.schema import SCHEMA_VERSION
 from qreport.scoring import first_tensor
@@ -26,25 +26,6 @@ from qreport.stages import ORDER
 from qreport.stages.fix import fix_overrides
 from qreport.store import RunWriter
 from qreport.timestamp import build_timestamp
-
-
-class Progress:
-    """One line per step on stderr: ``[3/9] shadow  52 layers  4.1 s``."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.total = total
-        self.quiet = quiet
-        self.step = 0
-
-    def say(self, message: str) -> None:
-        """Print a free-standing line (warnings, notes) unless quiet."""
-        if not self.quiet:
-            print(message, file=sys.stderr, flush=True)
-
-    def done(self, name: str, detail: str, seconds: float) -> None:
-        """Report a finished step."""
-        self.step += 1
-        self.say(f"[{self.step}/{self.total}] {name:<12} {detail:<34} {seconds:6.1f} s")
 
 
 def embedding_vocabulary(model: torch.nn.Module) -> int | None:
@@ -263,7 +244,8 @@ def _manifest(ctx: BuildContext, example, stages: dict, timings: dict) -> dict:
 
 
 def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False, quiet: bool = False,
-          fail_under_sqnr: float | None = None, render_report=None, max_accuracy_drop: float | None = None) -> dict:
+          fail_under_sqnr: float | None = None, render_report=None, max_accuracy_drop: float | None = None,
+          command: str = "") -> dict:
     """Run every stage and write the run folder ``out``; returns the manifest."""
     torch.manual_seed(cfg.seed)
     writer = RunWriter(out, force=force)  # refuses an existing --out before any work
@@ -276,6 +258,7 @@ def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False
         timings = {"load": load_seconds, **_quantize(ctx, example, progress, verbose)}
         stages = _run_stages(ctx, writer, progress, verbose)
         manifest = _manifest(ctx, example, stages, timings)
+        manifest["command"] = command
         gates = []
         if fail_under_sqnr is not None:
             gates.append(output_gate(ctx.tables.get("model"), fail_under_sqnr))
