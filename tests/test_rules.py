@@ -17,7 +17,6 @@ from qreport.overrides import covers, kept_float_by
 # Files that still hold their own copy of a rule and are being switched to its home; remove an entry with the copy.
 PENDING = {
     "weighted_layers": {"qreport/flows/fx_kernels.py"},
-    "kept_float_prefix": {"qreport/flows/fx.py"},
     "ideal_rmse": {"qreport/guidance.py", "templates/report.html.j2", "templates/partials/finding_kernel_defect.html.j2"},
     "db_format": {"qreport/guidance.py"},
     "diff_default": {"qreport/cli.py"},
