@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from qreport.metrics import IDEAL_RMSE_OVER_STEP
 from qreport.render.context import build_view
@@ -33,6 +33,12 @@ def _tojson(value) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def break_points(name) -> Markup:
+    """A layer name, escaped, that may wrap after each ``.`` and ``_`` (``<wbr>``) and nowhere else."""
+    text = str(escape(name))
+    return Markup(text.replace(".", ".<wbr>").replace("_", "_<wbr>"))
+
+
 @functools.lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     """One cached environment: autoescape on, undefined names are errors, sorted JSON."""
@@ -45,6 +51,7 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.policies["json.dumps_function"] = lambda v, **kw: _tojson(v)
+    env.filters["wbr"] = break_points  # {{ r.fqn | wbr }}: long layer names wrap at dots and underscores
     # our own CSS/JS files, inlined verbatim so the report needs nothing else
     env.globals["inline"] = lambda name: Markup((templates_dir() / name).read_text(encoding="utf-8"))
     # RMSE/step of rounding alone (1/√12), as every template words it
