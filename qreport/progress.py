@@ -6,7 +6,7 @@ import sys
 
 
 class Progress:
-    """One line per step on stderr: ``[3/9] shadow  52 layers  4.1 s``."""
+    """One line per step on stderr: ``[3/9] shadow  52 rows  4.1 s``."""
 
     def __init__(self, total: int, quiet: bool):
         self.total = total
@@ -19,6 +19,9 @@ class Progress:
             print(message, file=sys.stderr, flush=True)
 
     def done(self, name: str, detail: str, seconds: float) -> None:
-        """Report a finished step."""
+        """Report a finished step; the counter is padded to the width of ``[total/total]`` so the names line up
+        past step 9."""
         self.step += 1
-        self.say(f"[{self.step}/{self.total}] {name:<12} {detail:<34} {seconds:6.1f} s")
+        counter = f"[{self.step}/{self.total}]"
+        width = 2 * len(str(self.total)) + 3
+        self.say(f"{counter:<{width}} {name:<12} {detail:<34} {seconds:6.1f} s")

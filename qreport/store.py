@@ -19,8 +19,23 @@ MANIFEST = "manifest.json"
 PARTIAL_PREFIX = ".qreport-partial-"
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux reports it (else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary sibling and rename it over ``path``."""
+    """Write ``data`` to a temporary sibling and rename it over ``path``; the file gets the permissions a plain
+    ``open`` would give it under the user's umask (mkstemp alone makes it 0600)."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -28,6 +43,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise OutputError(f"cannot write in {path.parent} ({exc.strerror or exc}); check the folder exists and is writable") from None
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -84,6 +100,8 @@ class RunWriter:
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             self.tmp = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX + self.out.name + "-", dir=self.out.parent))
+            # mkdtemp makes it 0700; the finished run is a folder like any other, readable as the umask allows
+            os.chmod(self.tmp, 0o777 & ~current_umask())
         except OSError as exc:
             raise OutputError(
                 f"cannot create a folder in {self.out.parent} ({exc.strerror or exc}); choose another --out"
