@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CI gate: exit 1 (diff still written) if the output SQNR drops by more than DB")
     d.add_argument("--same-within", type=float, default=0.5, metavar="DB",
                    help="SQNR changes smaller than this count as unchanged (default: %(default)s)")
+    d.add_argument("--allow-different-models", action="store_true",
+                   help="compare runs of different models (name, source or input shape) instead of refusing (exit 4)")
     _add_common(d)
     d.set_defaults(func=cmd_diff)
 
@@ -217,9 +219,13 @@ def cmd_diff(args) -> int:
     from qreport.render.diff_view import render_diff
 
     result = render_diff(args.base_run, args.head_run, args.out, max_drop_db=args.max_drop_db,
-                         same_within_db=args.same_within)
+                         same_within_db=args.same_within, allow_different_models=args.allow_different_models)
     if not args.quiet:
-        print(f"verdict: {result['verdict']} (output SQNR {result['output_delta_db']:+.2f} dB)", file=sys.stderr)
+        from qreport.render.diff_view import verdict_reason
+
+        reason = verdict_reason(result)
+        print(f"verdict: {result['verdict']} ({reason['sqnr'][:1].lower()}{reason['sqnr'][1:]}; {reason['measure']})",
+              file=sys.stderr)
         print(f"diff: {args.out}", file=sys.stderr)
     return _gate_exit([result["gate"]] if result["gate"] else [])
 
