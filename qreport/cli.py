@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
+import re
 import shlex
 import signal
 import sys
 import traceback
 
 from qreport import __version__
-from qreport.errors import (EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, InputError,
-                            QReportError, first_line)
+from qreport.errors import (EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_DIR, EXIT_USAGE,
+                            InputError, QReportError, first_line)
 
 EPILOG = """exit codes: 0 ok · 1 gate failed · 2 usage · 3 bad input (model, weights, data, qconfig)
             4 unreadable run folder · 5 output not writable · 70 internal error · 130 interrupted"""
@@ -37,6 +39,61 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse without prefix matching (``--mod`` is not ``--model``) and with a suggestion for a mistyped option
+    or subcommand: ``unrecognized arguments: --modle (did you mean --model?)``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        """Parse like argparse; unknown options are reported by the subcommand that got them, with suggestions."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = next((a.choices.get(getattr(ns, a.dest, None)) for a in self._actions
+                        if isinstance(a, argparse._SubParsersAction)), None) or self
+            options = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+            hints = [f"{e} (did you mean {' or '.join(m)}?)" if e.startswith("--") and (m := _closest(e, options))
+                     else e for e in extras]
+            sub.error(f"unrecognized arguments: {' '.join(hints)}")
+        return ns
+
+    def error(self, message):
+        """Add the closest subcommand to argparse's 'invalid choice' message."""
+        bad = re.match(r"argument (\w+): invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if bad:
+            match = _closest(bad.group(2), re.findall(r"'([^']*)'", bad.group(3)))
+            if match:
+                message += f"; did you mean {' or '.join(repr(m) for m in match)}?"
+        super().error(message)
+
+
+def _typos(a: str, b: str) -> int:
+    """Edits (insert, delete, replace, swap two neighbours) that turn ``a`` into ``b``."""
+    prev2, prev = None, list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            row.append(min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb)))
+            if prev2 is not None and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[-1]
+
+
+def _closest(word: str, options: list[str]) -> list[str]:
+    """What a mistyped ``word`` probably meant: every option it begins (``--mod``: --mode, --model), else the one
+    option a few typos away (ties go to the same length, then the most similar)."""
+    word = word.split("=")[0]
+    begun = [o for o in options if o.startswith(word)]
+    if begun:
+        return begun[:3]
+    ranked = sorted(options, key=lambda o: (_typos(word, o), abs(len(o) - len(word)),
+                                            -difflib.SequenceMatcher(None, word, o).ratio(), o))
+    return ranked[:1] if ranked and _typos(word, ranked[0]) <= max(2, len(word) // 4) else []
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="show torch's warnings and the Numeric Suite's messages")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -45,7 +102,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qreport",
         description="Explain why a quantized PyTorch model lost accuracy: compare it with its float model layer by "
         "layer and write one self-contained HTML report.",
@@ -233,7 +290,14 @@ def cmd_diff(args) -> int:
 def cmd_render(args) -> int:
     """``qreport render RUN_DIR``."""
     from qreport.render.html import render_run
+    from qreport.store import runs_inside
 
+    runs = runs_inside(args.run_dir)
+    if runs:  # a folder of runs, e.g. sample_reports/: say which ones it holds (on stdout, one per line)
+        print(f"qreport: error: {args.run_dir} is not a run folder but holds {len(runs)} run"
+              f"{'s' if len(runs) != 1 else ''}; render one of them:", file=sys.stderr)
+        print("\n".join(str(run) for run in runs))
+        return EXIT_RUN_DIR
     path = render_run(args.run_dir)
     if not args.quiet:
         print(f"report: {path}", file=sys.stderr)

@@ -147,6 +147,15 @@ def check_out_dir(out: Path, force: bool) -> None:
         raise OutputError(f"{out} is not a qreport run folder; --force only replaces a previous run, choose another --out")
 
 
+def runs_inside(folder: str | Path) -> list[Path]:
+    """The finished runs directly inside ``folder`` when it is not a run itself (else, or if none, ``[]``)."""
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / MANIFEST).exists():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(PARTIAL_PREFIX)
+                  and (p / MANIFEST).is_file())
+
+
 class RunReader:
     """A complete run directory, validated before anything is rendered from it."""
 
