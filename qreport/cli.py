@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="replace an existing run folder (only once the new run is complete)")
     b.add_argument("--target-sqnr", type=float, default=30.0, metavar="DB",
                    help="output SQNR the suggested float set aims for (default: %(default)s)")
+    b.add_argument("--target-accuracy-drop", type=float, metavar="POINTS",
+                   help="with labelled data, the remedy ladder climbs until int8 accuracy is within POINTS percentage "
+                   "points of float (default: it aims at --target-sqnr)")
     b.add_argument("--sensitivity-images", type=_positive, default=4, metavar="N",
                    help="evaluation images per simulated sensitivity pass (default: %(default)s)")
     b.add_argument("--sensitivity-layers", type=_positive, metavar="N",
@@ -219,8 +222,10 @@ def cmd_build(args) -> int:
     for option, value in (("--fail-under-sqnr", args.fail_under_sqnr), ("--target-sqnr", args.target_sqnr)):
         if value is not None and not math.isfinite(value):
             raise InputError(f"{option} needs a finite number of dB, e.g. 20")
-    if args.max_accuracy_drop is not None and not (math.isfinite(args.max_accuracy_drop) and args.max_accuracy_drop >= 0):
-        raise InputError("--max-accuracy-drop needs a non-negative number of percentage points, e.g. 1")
+    for option, value in (("--max-accuracy-drop", args.max_accuracy_drop),
+                          ("--target-accuracy-drop", args.target_accuracy_drop)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise InputError(f"{option} needs a non-negative number of percentage points, e.g. 1")
     cfg = BuildConfig(
         model=args.model, weights=args.weights, checkpoint=args.checkpoint, backend=args.backend,
         qconfig_file=args.qconfig, overrides=overrides, thresholds=thresholds, data=args.data,
@@ -228,7 +233,7 @@ def cmd_build(args) -> int:
         batch_size=args.batch_size, input_shape=args.input_shape, seed=args.seed, target_sqnr=args.target_sqnr,
         sensitivity_images=args.sensitivity_images,
         sensitivity_layers=args.sensitivity_layers, non_traceable=tuple(args.non_traceable), mode=args.mode,
-        metric=args.metric,
+        metric=args.metric, target_accuracy_drop=args.target_accuracy_drop,
     )
     out = args.out or f"reports/{cfg.model.rpartition(':')[2].replace('/', '_')}"
     if not args.quiet:

@@ -13,13 +13,14 @@ from qreport.errors import InputError, first_line
 
 BACKENDS = ("x86", "qnnpack")
 
-# Named qconfigs a module can be given in a qconfig file. "default" is the backend's default.
+# Named qconfigs a module can be given in a qconfig file: what each does, and its activation and weight observer
+# ("backend": the backend's default one; None: kept float). The flow and the guidance's code text both read this.
 QCONFIG_PRESETS = {
-    "float": "keep the module in float (not quantized)",
-    "default": "the backend's default qconfig (per-channel weights on x86)",
-    "per_tensor": "MinMax activations, per-tensor MinMax weights (torch's default_qconfig)",
-    "per_channel": "the backend's default activation observer, per-channel MinMax weights",
-    "histogram": "histogram activations, per-channel MinMax weights",
+    "float": ("keep the module in float (not quantized)", None, None),
+    "default": ("the backend's default qconfig (per-channel weights on x86)", "backend", "backend"),
+    "per_tensor": ("MinMax activations, per-tensor MinMax weights (torch's default_qconfig)", "minmax", "per_tensor"),
+    "per_channel": ("the backend's default activation observer, per-channel MinMax weights", "backend", "per_channel"),
+    "histogram": ("histogram activations, per-channel MinMax weights", "histogram", "per_channel"),
 }
 ACTIVATION_OBSERVERS = ("minmax", "moving_average", "histogram")
 WEIGHT_OBSERVERS = ("per_tensor", "per_channel")
@@ -39,6 +40,12 @@ class ModuleOverride:
         if self.preset:
             return self.preset
         return f"activation={self.activation}, weight={self.weight}"
+
+    def observers(self) -> tuple[str | None, str | None]:
+        """(activation, weight) observer names; "backend" for the backend's default, (None, None) for float."""
+        if self.preset:
+            return QCONFIG_PRESETS[self.preset][1:]
+        return self.activation, self.weight
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +68,8 @@ class BuildConfig:
     seed: int = 0
     mode: str = "static"
     thresholds: tuple[tuple[str, float], ...] = ()  # guidance thresholds overridden by the qconfig file
-    target_sqnr: float = 30.0  # output SQNR the greedy float set aims for (dB)
+    target_sqnr: float = 30.0  # output SQNR the greedy float set and the remedy ladder aim for (dB)
+    target_accuracy_drop: float | None = None  # with labels, the ladder's goal instead: at most this many points lost
     sensitivity_images: int = 4  # evaluation images each simulated sensitivity pass runs
     sensitivity_layers: int | None = None  # measure only this many layers, the lowest isolated SQNR first
     metric: str | None = None  # pkg.module:function or file.py:function, (outputs, labels) -> float, higher is better

@@ -98,8 +98,9 @@ def accuracy_gate(model_table, max_drop_points: float) -> dict:
 
 
 def _check_labels_needed(cfg: BuildConfig, data: data_mod.DataSource, max_accuracy_drop: float | None) -> None:
-    if not data.labels and (cfg.metric or max_accuracy_drop is not None):
-        option = "--metric" if cfg.metric else "--max-accuracy-drop"
+    if not data.labels and (cfg.metric or max_accuracy_drop is not None or cfg.target_accuracy_drop is not None):
+        option = "--metric" if cfg.metric else "--max-accuracy-drop" if max_accuracy_drop is not None else \
+            "--target-accuracy-drop"
         raise InputError(f"{option} needs labelled evaluation data: a .pt file with {{'inputs', 'labels'}}, an image "
                          "folder with one sub-folder per class, or a labels.csv")
     if data.labels and data.max_label is None and not cfg.metric:

@@ -7,7 +7,8 @@ import pyarrow as pa
 # Bump when a column is renamed, removed or changes meaning; readers refuse newer versions.
 SCHEMA_VERSION = 2
 
-STAGES = ("weights", "activations", "shadow", "kernels", "model", "channels", "sensitivity", "coverage", "guidance", "fix")
+STAGES = ("graph", "weights", "activations", "shadow", "kernels", "model", "channels", "ranges", "sensitivity",
+          "coverage", "guidance", "fix")
 
 # Tables a stage writes besides its own, and the stage whose status they share.
 EXTRA_TABLES = {"classes": "model", "flips": "model"}
@@ -68,6 +69,14 @@ _ACTIVATION_COLUMNS = [
 ]
 
 COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
+    "graph": [  # the int8 model's ops in execution order
+        ("node", pa.string()),  # FX node name (the tables' "layer")
+        ("layer_fqn", pa.string()),
+        ("op_type", pa.string()),
+        ("runs", pa.string()),  # int8 (its own kernel and scale) | int8 pass-through (its input's scale) | float
+        ("inputs", pa.list_(pa.string())),  # the ops feeding it, through quantize/dequantize nodes
+        ("order", pa.int32()),
+    ],
     "weights": [
         ("layer", pa.string()),
         ("layer_fqn", pa.string()),
@@ -134,6 +143,21 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("outlier_ratio", pa.float64()),  # 100th / 97.5th percentile of the per-channel |max|
         ("weight_channel_spread", pa.float64()),  # same ratio for the weight's per-input-channel |max|
     ],
+    "ranges": [  # each observed activation's calibrated range against the data
+        ("layer", pa.string()),  # the op whose output is observed; "input" for the model's input
+        ("layer_fqn", pa.string()),
+        ("order", pa.int32()),
+        ("cal_min", pa.float64()),  # extremes the observer saw during calibration
+        ("cal_max", pa.float64()),
+        ("qrange_lo", pa.float64()),  # what the int8 qparams can represent (7 bits of it on x86)
+        ("qrange_hi", pa.float64()),
+        ("eval_min", pa.float64()),
+        ("eval_max", pa.float64()),
+        ("eval_outside_fraction", pa.float64()),  # evaluation values outside the representable range
+        ("calibration_images", pa.int32()),
+        ("top_image", pa.string()),  # the calibration input with the largest |value| here
+        ("top_image_ratio", pa.float64()),  # its |max| over the median calibration input's
+    ],
     "sensitivity": [
         ("kind", pa.string()),  # model: a whole-model configuration; layer: one quantized op
         ("layer", pa.string()),  # FX node, or the configuration's name for model rows
@@ -164,6 +188,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
     ],
     "guidance": [
         ("rank", pa.int32()),
+        ("kind", pa.string()),  # cause (why, with a remedy) | location (where) | context
         ("code", pa.string()),
         ("severity", pa.string()),  # high | medium | info
         ("layer", pa.string()),
@@ -177,10 +202,15 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("change_preset", pa.string()),  # qconfig preset the change gives the module, or ""
         ("change_toml", pa.string()),
         ("change_python", pa.string()),
+        ("impact_db", pa.float64()),  # simulated output SQNR gained by keeping the layer (or its neighbour) float
+        ("likely_cause", pa.string()),  # for a location: "code layer" of the cause at or next to it
+        ("subject", pa.string()),  # what a finding not about a layer is about (a calibration input's name)
     ],
     "fix": [
-        ("step", pa.string()),  # before | after (the guidance's changes applied) | dropped (cannot be built)
-        ("changes", pa.string()),  # the qconfig TOML lines added
+        ("step", pa.string()),  # before | rung (one remedy tried) | after (the kept rungs) | dropped (cannot be built)
+        ("rung", pa.int32()),  # the rung's place in the ladder, −1 for the other steps
+        ("kind", pa.string()),  # recalibrate | observer | per_channel | float
+        ("changes", pa.string()),  # a rung: what it changes; after: the qconfig TOML of every kept rung
         ("output_sqnr_db", pa.float64()),
         ("top1_agreement", pa.float64()),
         ("samples", pa.int64()),
@@ -188,8 +218,9 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("float_param_share", pa.float64()),
         ("float_mac_share", pa.float64()),
         ("qdq_boundaries", pa.int32()),  # quantize/dequantize nodes in the int8 graph
-        ("note", pa.string()),  # why a dropped change could not be built
+        ("note", pa.string()),  # a rung: the findings it answers; dropped: why it cannot be built; after: data change
         ("recommended", pa.bool_()),  # the after row's measured effect beats the noise (fix.toml is written)
+        ("kept", pa.bool_()),  # a rung that helped beyond the noise and stays in the set
     ],
 }
 

@@ -78,7 +78,7 @@ def test_clipping_and_error_far_above_rounding_are_findings():
     acts = _acts(0.0, "quantized.Conv2d").assign(clipped_fraction=0.05, qrange_lo=0.0, qrange_hi=2.0,
                                                   float_min=-0.5, float_max=3.0, layer_fqn="conv")
     (clip,) = [f for f in findings({"shadow": acts}) if f.code == "activation_clipping"]
-    assert clip.severity == "medium" and "5.0% of float values" in clip.evidence
+    assert clip.severity == "medium" and "5.0% of evaluation values" in clip.evidence
     assert clip.change_toml == '"conv" = "histogram"'
     noisy = _acts(0.0, "quantized.Conv2d").assign(rmse_over_step=1.2, qrange_lo=0.0, qrange_hi=2.0,
                                                    float_min=0.0, float_max=2.0)

@@ -17,6 +17,7 @@ from torch import nn
 from qreport.config import ModuleOverride
 from qreport.errors import InputError
 from qreport.flows.fx_checks import check_finite_parameters, check_traceable, resolve_non_traceable
+from qreport.flows.fx_regions import float_bridges, fused_followers
 from qreport.overrides import kept_float_by
 
 FLOAT_NAME = "fp32"
@@ -184,31 +185,28 @@ class FxStaticFlow:
         self.non_traceable = tuple(non_traceable)  # module paths or class names FX must not trace into
         self._skip_names: list[str] = []
         self._skip_classes: list[type] = []
+        self._followers: dict[str, list[str]] = {}  # layer -> the BatchNorm/activation modules fused into it
+        self._bridges: list[tuple] = []  # pass-through ops between float layers, kept float with them
         self.notes: list[str] = []  # lines the Numeric Suite printed
 
     # -- configuration -------------------------------------------------------------------------
     def _qconfig(self, override: ModuleOverride):
         from torch.ao.quantization import QConfig, get_default_qconfig, observer
 
-        if override.preset == "float":
+        act_name, weight_name = override.observers()
+        if act_name is None:
             return None
-        if override.preset == "default":
-            return get_default_qconfig(self.backend)
-        if override.preset == "per_tensor":
-            return torch.ao.quantization.default_qconfig
-        if override.preset == "per_channel":
-            return QConfig(activation=get_default_qconfig(self.backend).activation,
-                           weight=observer.default_per_channel_weight_observer)
-        act_name = override.activation or ("histogram" if override.preset == "histogram" else "minmax")
-        weight_name = override.weight or "per_channel"
+        backend = get_default_qconfig(self.backend)
+        reduce_range = self.backend == "x86"
         activation = {
-            "minmax": observer.MinMaxObserver.with_args(dtype=torch.quint8, reduce_range=self.backend == "x86"),
-            "moving_average": observer.MovingAverageMinMaxObserver.with_args(
-                dtype=torch.quint8, reduce_range=self.backend == "x86"
-            ),
-            "histogram": observer.HistogramObserver.with_args(dtype=torch.quint8, reduce_range=self.backend == "x86"),
+            "backend": backend.activation,
+            "minmax": observer.MinMaxObserver.with_args(dtype=torch.quint8, reduce_range=reduce_range),
+            "moving_average": observer.MovingAverageMinMaxObserver.with_args(dtype=torch.quint8,
+                                                                             reduce_range=reduce_range),
+            "histogram": observer.HistogramObserver.with_args(dtype=torch.quint8, reduce_range=reduce_range),
         }[act_name]
         weight = {
+            "backend": backend.weight,
             "per_tensor": observer.default_weight_observer,
             "per_channel": observer.default_per_channel_weight_observer,
         }[weight_name]
@@ -220,8 +218,23 @@ class FxStaticFlow:
 
         mapping = get_default_qconfig_mapping(self.backend)
         for override in self.overrides:
-            mapping.set_module_name(override.module, self._qconfig(override))
+            qconfig = self._qconfig(override)
+            mapping.set_module_name(override.module, qconfig)
+            if qconfig is None:  # what fuses into a layer kept float stays float with it
+                for follower in self._followers.get(override.module, ()):
+                    mapping.set_module_name(follower, None)
+        for bridge in self._bridges:  # and so do pooling/reshaping ops between float layers
+            if len(bridge) == 1:
+                mapping.set_module_name(bridge[0], None)
+            else:
+                mapping.set_module_name_object_type_order(*bridge, None)
         return mapping
+
+    def _kept_float(self, path: str) -> bool:
+        """Whether the overrides keep module ``path`` float, directly or as a module fused into a float layer."""
+        if kept_float_by(path, self.overrides):
+            return True
+        return any(path in self._followers.get(o.module, ()) for o in self.overrides if o.preset == "float")
 
     def check_overrides(self, model: nn.Module) -> None:
         """Fail with a one-line error if an override names a module the model does not have."""
@@ -248,7 +261,9 @@ class FxStaticFlow:
         custom = PrepareCustomConfig().set_non_traceable_module_names(self._skip_names) \
             .set_non_traceable_module_classes(self._skip_classes)
         with quiet_torch(self.verbose, self.notes):
-            check_traceable(model, self._skip_names, self._skip_classes)
+            graph, scopes = check_traceable(model, self._skip_names, self._skip_classes)
+            self._followers = fused_followers(model, graph)
+            self._bridges = float_bridges(model, graph, scopes, self._kept_float)
             return self._prepare_fx(copy.deepcopy(model), example, custom)
 
     def _prepare_fx(self, model: nn.Module, example: torch.Tensor, custom) -> nn.Module:
@@ -383,6 +398,19 @@ class FxStaticFlow:
             yield
         finally:
             ns.NSTracer = base
+
+    def activation_ranges(self, prepared: nn.Module, calibration, evaluation) -> list[dict]:
+        """Each calibrated activation range against the calibration images that set it and the evaluation data."""
+        from qreport.flows.fx_ranges import activation_ranges
+
+        with quiet_torch(self.verbose, self.notes):
+            return activation_ranges(prepared, calibration, evaluation)
+
+    def graph_nodes(self, quantized: nn.Module) -> list[dict]:
+        """The int8 graph's ops: what each runs on and which ops feed it."""
+        from qreport.flows.fx_graph import graph_nodes
+
+        return graph_nodes(quantized)
 
     def kernel_checks(self, float_model: nn.Module, quantized: nn.Module, example: torch.Tensor) -> list[dict]:
         """Each int8 kernel without weights to fold, run alone on synthetic input inside its calibrated range."""

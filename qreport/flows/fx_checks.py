@@ -40,8 +40,9 @@ def resolve_non_traceable(model: nn.Module, specs) -> tuple[list[str], list[type
     return names, found
 
 
-def check_traceable(model: nn.Module, skip_names=(), skip_classes=()) -> None:
-    """Trace the model as ``prepare_fx`` will; on failure name the innermost module where tracing stopped."""
+def check_traceable(model: nn.Module, skip_names=(), skip_classes=()) -> tuple[torch.fx.Graph, dict[str, str]]:
+    """Trace the model as ``prepare_fx`` will and return the graph with each node's module scope; on failure name
+    the innermost module where tracing stopped."""
     from torch.ao.quantization.fx.tracer import QuantizationTracer
 
     class LocatingTracer(QuantizationTracer):
@@ -77,3 +78,5 @@ def check_traceable(model: nn.Module, skip_names=(), skip_classes=()) -> None:
             f"a module name breaks the Python code torch.fx generates ({exc.msg}); rename modules added with "
             "add_module() to plain identifiers"
         ) from None
+    return graph, {name: scope for name, (scope, _type) in tracer.node_name_to_scope.items()}
+

@@ -168,3 +168,22 @@ def sensitivity_chart(labels: list[str], quant_alone: list[float], float_alone: 
     ax.legend(fontsize=7, loc="best", frameon=True, framealpha=0.9)
     _axis_labels(ax, labels)
     return _svg(fig, "sensitivity")
+
+
+def ladder_chart(cost: list[float], quality: list[float], kept: list[bool], labels: list[str], unit: str) -> str:
+    """Each measured remedy as quality against the share of MACs left in float; the kept ones joined (the front)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    x = [100 * c if c is not None and math.isfinite(c) else 0.0 for c in cost]
+    shown, ceiling, capped = _display(quality) if unit == "dB" else (quality, math.nan, False)
+    path = [(xi, yi) for xi, yi, k in zip(x, shown, kept) if k]
+    if path:
+        ax.plot(*zip(*path), color=BLUE, linewidth=1.0, zorder=1)
+    for xi, yi, k, label in zip(x, shown, kept, labels):
+        ax.scatter([xi], [yi], color=BLUE if k else GREY, marker="o" if k else "x", s=28, zorder=2)
+        ax.annotate(label, (xi, yi), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    if capped:
+        _mark_exact(ax, ceiling)
+    ax.set_xlabel("MACs left in float (%)")
+    ax.set_ylabel("int8 accuracy (%)" if unit == "%" else "model output SQNR (dB)")
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    return _svg(fig, "ladder")

@@ -8,10 +8,14 @@ import math
 import pandas as pd
 
 from qreport import guidance as rules
+from qreport.locations import SIM_ACTIVATIONS, SIM_ALL, SIM_REAL, SIM_WEIGHTS
 from qreport.render import charts
 from qreport.render.fmt import dom_id, fmt_db, fmt_num, fmt_pct, sort_key
 from qreport.schema import STAGES
 from qreport.store import RunReader
+
+SIM_LABELS = {SIM_REAL: "int8 model (real)", SIM_ALL: "all quantized (simulated)",
+              SIM_WEIGHTS: "weights only quantized", SIM_ACTIVATIONS: "activations only quantized"}
 
 HISTOGRAM_LAYERS = 3
 
@@ -105,6 +109,12 @@ def _threshold_text(f: dict) -> str:
     return f"{f['threshold']:g} dB below the median"
 
 
+def _cause_text(likely: str) -> str:
+    """``outlier_input_channels fc`` -> ``outlier input channels at fc``."""
+    code, _, layer = likely.partition(" ")
+    return f"{code.replace('_', ' ')} at {layer}" if layer else code.replace("_", " ")
+
+
 def _findings(guidance: list[dict]) -> list[dict]:
     out = []
     for f in guidance:
@@ -121,6 +131,10 @@ def _findings(guidance: list[dict]) -> list[dict]:
             "evidence": f["evidence"],
             "change_toml": f["change_toml"],
             "change_python": f["change_python"],
+            "kind": f.get("kind", ""),
+            "likely_cause": _cause_text(f.get("likely_cause", "")),
+            "impact": fmt_db(f["impact_db"]) if f.get("impact_db") is not None and math.isfinite(f["impact_db"])
+            and f["impact_db"] > 0 else "",
         })
     return out
 
@@ -175,25 +189,48 @@ def accuracy_view(row: dict) -> dict | None:
     }
 
 
+def _ladder(rows: list[dict], before: dict, labelled: bool) -> dict | None:
+    """The measured rungs, formatted, and the quality-against-cost chart (the first point is the plain int8 model)."""
+    rungs = sorted((r for r in rows if r["step"] == "rung"), key=lambda r: r["rung"])
+    if not rungs:
+        return None
+    key, unit = ("int8_accuracy", "%") if labelled else ("output_sqnr_db", "dB")
+    scale = 100.0 if unit == "%" else 1.0
+    points = [before] + rungs
+    return {
+        "rows": [{"number": r["rung"] + 1, "kind": r["kind"], "change": r["changes"], "because": r["note"],
+                  "accuracy": fmt_pct(r["int8_accuracy"]) if labelled else "", "sqnr": fmt_db(r["output_sqnr_db"]),
+                  "macs": fmt_pct(r["float_mac_share"]), "kept": bool(r["kept"])} for r in rungs],
+        "quality": "int8 accuracy" if labelled else "output SQNR",
+        "chart": charts.ladder_chart([p["float_mac_share"] for p in points], [scale * p[key] for p in points],
+                                     [True] + [bool(r["kept"]) for r in rungs],
+                                     ["int8"] + [str(r["rung"] + 1) for r in rungs], unit),
+    }
+
+
 def _fix(fix: list[dict]) -> dict | None:
-    """Before → after of the measured fix, formatted, and the changes dropped because they cannot be built; None
-    when the guidance had no change to apply."""
-    rows = {r["step"]: r for r in fix if r["step"] != "dropped"}
+    """The measured ladder and its result (before → after), formatted, and the changes dropped because they cannot
+    be built; None when the guidance had no change to try."""
+    rows = {r["step"]: r for r in fix if r["step"] in ("before", "after")}
     dropped = [{"changes": r["changes"].removeprefix("[modules]\n").strip(), "note": r["note"]}
                for r in fix if r["step"] == "dropped"]
-    if "after" not in rows and not dropped:
+    before = rows.get("before")
+    if before is None or (len(fix) == 1 and not dropped):
         return None
-    before = rows["before"]
     after = rows.get("after")
+    labelled = accuracy_view(before)
+    has_accuracy = bool(labelled and labelled["has_accuracy"])
 
     def pair(key, fmt):
         return {"before": fmt(before[key]), "after": fmt(after[key]) if after else "—"}
 
-    labelled = accuracy_view(before) if after is not None else None
     return {
+        "ladder": _ladder(fix, before, has_accuracy),
         "changes": after["changes"] if after else "",
-        "count": len(after["changes"].splitlines()) - 1 if after else 0,
+        "data_change": after["note"] if after else "",
+        "count": len(after["changes"].splitlines()) - 1 if after and after["changes"] else 0,
         "recommended": bool(after["recommended"]) if after else False,
+        "measured": after is not None,
         "dropped": dropped,
         "output_sqnr": pair("output_sqnr_db", fmt_db),
         "top1": pair("top1_agreement", fmt_pct),
@@ -202,9 +239,9 @@ def _fix(fix: list[dict]) -> dict | None:
                      "after_ci": fmt_interval(after["int8_accuracy_lo"], after["int8_accuracy_hi"]),
                      "float": fmt_pct(before["float_accuracy"]),
                      "gained": (after["int8_accuracy"] or 0) - (before["int8_accuracy"] or 0)}
-        if labelled and labelled["has_accuracy"] else None,
+        if after and has_accuracy else None,
         "metric": {"name": before["metric_name"], "before": fmt_num(before["int8_metric"], 4),
-                   "after": fmt_num(after["int8_metric"], 4)} if labelled and labelled["metric"] else None,
+                   "after": fmt_num(after["int8_metric"], 4)} if after and labelled and labelled["metric"] else None,
         "samples": int(before.get("samples", 0) or 0),
         "params": pair("float_param_share", fmt_pct),
         "macs": pair("float_mac_share", fmt_pct),
@@ -220,13 +257,13 @@ def _sensitivity(sens: list[dict]) -> dict | None:
     model = [r for r in sens if r["kind"] == "model"]
     layers = sorted((r for r in sens if r["kind"] == "layer"), key=lambda r: r["order"])
     by_name = {r["layer"]: r for r in model}
-    base = by_name.get("all quantized (simulated)", {}).get("quant_alone_sqnr_db", math.nan)
-    agreement = by_name.get("all quantized (simulated)", {}).get("sim_vs_real_db", math.nan)
+    base = by_name.get(SIM_ALL, {}).get("quant_alone_sqnr_db", math.nan)
+    agreement = by_name.get(SIM_ALL, {}).get("sim_vs_real_db", math.nan)
     chosen = sorted((r for r in layers if r["greedy_step"] >= 0), key=lambda r: r["greedy_step"])
     target = layers[0]["target_sqnr_db"] if layers else math.nan
     reached = bool(chosen) and chosen[-1]["greedy_sqnr_db"] >= target
     return {
-        "split": [{"name": r["layer"], "sqnr": fmt_db(r["quant_alone_sqnr_db"]), "top1": fmt_pct(r["quant_alone_top1"])}
+        "split": [{"name": SIM_LABELS.get(r["layer"], r["layer"]), "sqnr": fmt_db(r["quant_alone_sqnr_db"]), "top1": fmt_pct(r["quant_alone_top1"])}
                   for r in model],
         "agreement": fmt_db(agreement),
         "images": layers[0]["images"] if layers else 0,

@@ -73,16 +73,21 @@ def run_summary(view: dict) -> tuple[str, dict]:
     for gate in gates:
         lines.append(f"Gate `{gate['name']}` {'passed' if gate['passed'] else '**FAILED**'}: {md_escape(gate['detail'])}.")
     fix = view.get("fix")
-    if fix and fix["changes"]:
+    if fix and fix["measured"]:
         accuracy = (f"int8 accuracy {fix['accuracy']['before']} → **{fix['accuracy']['after']}**, "
                     if fix["accuracy"] else "")
-        verdict_text = "`fix.toml`" if fix["recommended"] else "not recommended: the effect is negative or within noise"
+        verdict_text = "`fix.toml`" if fix["recommended"] and fix["changes"] else \
+            "recommended" if fix["recommended"] else "not recommended: the effect is negative or within noise"
+        what = f"{fix['count']} qconfig change{'s' if fix['count'] != 1 else ''}" if fix["count"] else "no qconfig change"
+        data = f"; data change: {md_escape(fix['data_change'])}" if fix["data_change"] else ""
         lines.append(
-            f"Measured fix ({fix['count']} qconfig change{'s' if fix['count'] != 1 else ''}, {verdict_text}): "
+            f"Measured fix ({what}{data}; {verdict_text}): "
             f"{accuracy}output SQNR {fix['output_sqnr']['before']} → **{fix['output_sqnr']['after']}**, top-1 "
             f"agreement {fix['top1']['before']} → **{fix['top1']['after']}**; parameters in float "
             f"{fix['params']['before']} → {fix['params']['after']}."
         )
+    elif fix and fix["ladder"]:
+        lines.append(f"Measured fix: none of the {len(fix['ladder']['rows'])} remedies tried helped beyond the noise.")
     for dropped in (fix or {}).get("dropped", []):
         lines.append(f"Change left out, it cannot be built: `{dropped['changes']}` ({md_escape(dropped['note'])}).")
     classes = view.get("classes")
@@ -124,9 +129,10 @@ def run_summary(view: dict) -> tuple[str, dict]:
         "accuracy": {k: json_number(raw["model"].get(k)) for k in ACCURACY_KEYS} if raw.get("model") else None,
         "classes": raw.get("classes", []),
         "flips": raw.get("flips", []),
-        "fix": {"changes": fix["changes"], "recommended": fix["recommended"],
+        "fix": {"changes": fix["changes"], "data_change": fix["data_change"], "recommended": fix["recommended"],
                 "output_sqnr_db_after": json_number(fix["gain_db"] + raw["output_sqnr_db"]),
-                "dropped": fix["dropped"]} if fix else None,
+                "ladder": [{k: r[k] for k in ("number", "kind", "change", "kept")} for r in fix["ladder"]["rows"]]
+                if fix["ladder"] else [], "dropped": fix["dropped"]} if fix else None,
         "worst_layers": [{k: json_number(v) for k, v in r.items()} for r in worst],
         "findings": [{"code": f["code"], "severity": f["severity"], "layer_fqn": f["layer_fqn"]} for f in view["findings"]],
     }

@@ -42,6 +42,8 @@ def run(ctx) -> pd.DataFrame:
         status = quant_status(q_modules.get(fqn))
         rows.append({"layer_fqn": fqn, "op_type": type(module).__name__, "status": status, "weighted": True})
         seen.add(fqn)
+    graph = ctx.tables.get("graph")
+    runs = dict(zip(graph["layer_fqn"], graph["runs"])) if graph is not None else {}
     for stage in ("activations", "shadow"):
         df = ctx.tables.get(stage)
         if df is None:
@@ -49,12 +51,18 @@ def run(ctx) -> pd.DataFrame:
         for fqn, op_type in zip(df["layer_fqn"], df["op_type"]):
             if fqn not in seen:
                 seen.add(fqn)
-                rows.append({"layer_fqn": fqn, "op_type": op_type, "status": "quantized" if op_type.startswith("quantized.") else "float"})
+                status = "quantized" if op_type.startswith("quantized.") or runs.get(fqn, "").startswith("int8") \
+                    else "float"
+                rows.append({"layer_fqn": fqn, "op_type": op_type, "status": status,
+                             "passes": runs.get(fqn) == "int8 pass-through"})
     for row in rows:
         fqn = row["layer_fqn"]
         notes = []
+        passes = row.pop("passes", False)
         if row["status"] == "fused":
             notes.append("folded into the preceding op by fusion")
+        elif passes:
+            notes.append("runs on int8 values with its input's scale (no qparams of its own)")
         elif row["status"] == "float":
             by = kept_float_by(fqn, ctx.config.overrides)
             notes.append(f"kept float by qconfig ({by})" if by else "no quantized kernel for this op; runs in float")

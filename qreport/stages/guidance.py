@@ -1,4 +1,4 @@
-"""Stage 6: guidance: the worst layers, why, and the change to try."""
+"""Stage: guidance: why the int8 model loses precision, where, and the change to try."""
 
 from __future__ import annotations
 
@@ -9,5 +9,7 @@ from qreport.guidance import Thresholds, findings, findings_table
 
 def run(ctx) -> pd.DataFrame:
     """Apply the guidance rules to the tables the earlier stages produced."""
-    return findings_table(findings(ctx.tables, weights_trained=ctx.loaded.weights_trained, backend=ctx.config.backend,
-                                   t=Thresholds.from_pairs(ctx.config.thresholds)))
+    cfg = ctx.config
+    return findings_table(findings(ctx.tables, weights_trained=ctx.loaded.weights_trained, backend=cfg.backend,
+                                   t=Thresholds.from_pairs(cfg.thresholds), synthetic=ctx.data.synthetic,
+                                   evaluation_real=cfg.eval_data not in (None, "synthetic")))

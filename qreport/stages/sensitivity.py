@@ -14,10 +14,12 @@ import torch
 
 from qreport.flows.fx import short_type
 from qreport.flows.fx_sim import Simulator
+from qreport.locations import SIM_ACTIVATIONS, SIM_ALL, SIM_REAL, SIM_WEIGHTS
 from qreport.scoring import first_tensor, score_outputs
 
 GREEDY_MAX_LAYERS = 10
-GREEDY_MIN_GAIN_DB = 0.1
+GREEDY_MAX_TRIES = 20  # candidates tried (kept or not) before the search stops
+GREEDY_MIN_GAIN_DB = 0.5  # a step must raise the simulated output SQNR this much to be kept
 
 
 def _images(split, n: int) -> list[torch.Tensor]:
@@ -43,8 +45,11 @@ def run(ctx) -> pd.DataFrame:
         refs = [first_tensor(ctx.reference(x)).float() for x in batches]
         real = [first_tensor(ctx.quantized(x)) for x in batches]
 
-    def measure(**config) -> tuple[float, float]:
-        sim.configure(**config)
+    passes = _pass_through_ops(ctx)
+    inputs = _graph_inputs(ctx)
+
+    def measure(float_ops=frozenset(), **config) -> tuple[float, float]:
+        sim.configure(float_ops=_with_pass_through(set(float_ops), passes, inputs), **config)
         return _score(refs, [first_tensor(o) for o in sim.outputs(batches)])
 
     sim.configure()
@@ -53,12 +58,13 @@ def run(ctx) -> pd.DataFrame:
     agreement_db, _ = _score([r.dequantize() if r.is_quantized else r for r in real], sim_outs)
     real_db, real_top1 = _score(refs, real)
     rows = [
-        _model_row("int8 model (real)", real_db, real_top1),
-        _model_row("all quantized (simulated)", base_db, base_top1, agreement_db),
-        _model_row("weights only quantized", *measure(activations=False)),
-        _model_row("activations only quantized", *measure(weights=False)),
+        _model_row(SIM_REAL, real_db, real_top1),
+        _model_row(SIM_ALL, base_db, base_top1, agreement_db),
+        _model_row(SIM_WEIGHTS, *measure(activations=False)),
+        _model_row(SIM_ACTIVATIONS, *measure(weights=False)),
     ]
-    layers = _worst_first(ctx, [op for op in sim.ops if op in sim.weights or op in _quantized_ops(ctx, sim)])
+    layers = _worst_first(ctx, [op for op in sim.ops if (op in sim.weights or op in _quantized_ops(ctx, sim))
+                                and op not in passes])
     measured = []
     for order, op in enumerate(ctx.progress(layers, "sensitivity")):
         float_db, float_top1 = measure(float_ops={op})
@@ -82,33 +88,56 @@ def run(ctx) -> pd.DataFrame:
 
 
 def _greedy(measured, base_db: float, target: float, measure) -> dict[str, tuple[int, float]]:
-    """A small set of layers to keep float that reaches ``target`` (simulated), in the order they help.
+    """A small set of layers to keep float that raises the simulated output SQNR towards ``target``.
 
-    Candidates go most harmful first (lowest SQNR when quantized alone, then largest gain when kept float
-    alone), added one at a time until the target is met; then each is dropped again if the target holds
-    without it. Neighbours that share an activation range only help together, which this order catches.
+    Candidates go most harmful first (lowest SQNR when quantized alone, then largest gain when kept float alone)
+    and are added one at a time until the target is met (neighbours that share an activation range only help
+    together, so a step need not help alone). Then every layer whose removal costs less than
+    ``GREEDY_MIN_GAIN_DB`` is dropped, so no kept step is useless or harmful; a set that gains less than that
+    in all is no set.
     """
     if base_db >= target:
         return {}
     ranked = sorted(measured, key=lambda m: (m[4], -(m[2] - base_db), m[0]))
     chosen: list[str] = []
     current = base_db
-    for _, op, *_ in ranked:
+    for _, op, *_ in ranked[:GREEDY_MAX_TRIES]:
         if current >= target or len(chosen) >= GREEDY_MAX_LAYERS:
             break
         chosen.append(op)
         current, _ = measure(float_ops=frozenset(chosen))
-    if current >= target:
-        for op in list(reversed(chosen)):
-            rest = [c for c in chosen if c != op]
-            if rest and measure(float_ops=frozenset(rest))[0] >= target:
-                chosen = rest
-    steps: dict[str, tuple[int, float]] = {}
-    for i, op in enumerate(chosen):
-        steps[op] = (i, measure(float_ops=frozenset(chosen[: i + 1]))[0])
-    if steps and max(v for _, v in steps.values()) - base_db < GREEDY_MIN_GAIN_DB:
-        return {}  # nothing helps: suggest no float layers
-    return steps
+    for op in list(reversed(chosen)):
+        rest = [c for c in chosen if c != op]
+        without = measure(float_ops=frozenset(rest))[0] if rest else base_db
+        if without >= current - GREEDY_MIN_GAIN_DB:
+            chosen, current = rest, max(without, current) if rest else base_db
+    if current - base_db < GREEDY_MIN_GAIN_DB:
+        return {}
+    return {op: (i, measure(float_ops=frozenset(chosen[: i + 1]))[0]) for i, op in enumerate(chosen)}
+
+
+def _graph_inputs(ctx) -> dict[str, list[str]]:
+    graph = ctx.tables.get("graph")
+    return dict(zip(graph["node"], map(list, graph["inputs"]))) if graph is not None and len(graph) else {}
+
+
+def _with_pass_through(float_ops: set[str], passes: set[str], inputs: dict[str, list[str]]) -> set[str]:
+    """``float_ops`` and the pass-through ops that then run float too (all their inputs are float), as in the real
+    int8 model, where such an op runs on whatever its input is."""
+    changed = bool(float_ops)
+    while changed:
+        changed = False
+        for op in passes - float_ops:
+            if inputs.get(op) and all(i in float_ops for i in inputs[op]):
+                float_ops.add(op)
+                changed = True
+    return float_ops
+
+
+def _pass_through_ops(ctx) -> set[str]:
+    """Ops that run on their input's int8 scale: keeping one float is no fix (the graph stage's ``runs``)."""
+    graph = ctx.tables.get("graph")
+    return set(graph.loc[graph.runs == "int8 pass-through", "node"]) if graph is not None and len(graph) else set()
 
 
 def _worst_first(ctx, layers: list[str]) -> list[str]:

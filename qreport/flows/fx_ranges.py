@@ -1,0 +1,103 @@
+"""Calibrated activation ranges against the data: which calibration images set each range, and how much of the
+evaluation data falls outside it. Runs a float copy of the calibrated model whose observers only record."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+
+class _RangeRecorder(nn.Module):
+    """Stands in for one observer: records per-image |max| (calibration) or values outside a range (evaluation)."""
+
+    def __init__(self, lo: float, hi: float):
+        super().__init__()
+        self.lo, self.hi = lo, hi
+        self.per_image: list[float] = []
+        self.outside = self.total = 0
+        self.eval_min, self.eval_max = math.inf, -math.inf
+        self.mode = "calibration"
+
+    def forward(self, x):
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.numel()):
+            return x
+        v = x.detach()
+        if self.mode == "calibration":
+            flat = v.reshape(v.shape[0], -1) if v.dim() > 1 else v.reshape(1, -1)
+            self.per_image.extend(flat.abs().amax(dim=1).tolist())
+        else:
+            self.outside += int(((v < self.lo) | (v > self.hi)).sum())
+            self.total += v.numel()
+            self.eval_min, self.eval_max = min(self.eval_min, float(v.min())), max(self.eval_max, float(v.max()))
+        return x
+
+
+def _representable(observer) -> tuple[float, float] | None:
+    """The float range the observer's int8 qparams can hold (on x86 the calibrated range maps to 7 bits)."""
+    try:
+        scale, zero_point = observer.calculate_qparams()
+    except Exception:  # an observer that saw nothing
+        return None
+    if scale.numel() != 1 or getattr(observer, "is_dynamic", False):
+        return None
+    qmin, qmax = observer.quant_min, observer.quant_max
+    if qmin is None or qmax is None:
+        return None
+    s, z = float(scale), int(zero_point)
+    return (qmin - z - 0.5) * s, (qmax - z + 0.5) * s  # a value within half a step of the edge only rounds
+
+
+def activation_ranges(prepared: nn.Module, calibration, evaluation) -> list[dict]:
+    """Per observed activation: its calibrated range, the range int8 can represent, the calibration image with the
+    largest |value| and how far above the median image it is, and the share of evaluation values outside.
+
+    ``calibration`` and ``evaluation`` yield ``data.Batch`` (inputs and input names)."""
+    from torch.ao.quantization.observer import ObserverBase
+
+    model = copy.deepcopy(prepared).eval()
+    recorders: dict[str, tuple[_RangeRecorder, object, str]] = {}
+    for node in list(model.graph.nodes):
+        if node.op != "call_module":
+            continue
+        observer = model.get_submodule(node.target)
+        if not isinstance(observer, ObserverBase) or not hasattr(observer, "min_val"):
+            continue
+        span = _representable(observer)
+        producer = node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
+        if span is None or producer is None or producer.name in recorders:
+            continue  # shared observers (ReLU6 shares its input's) are recorded once, at the producer
+        recorder = _RangeRecorder(*span)
+        name = f"qreport_range_{node.name}"
+        model.add_submodule(name, recorder)
+        node.target = name
+        recorders[producer.name] = (recorder, observer, producer.op)
+    model.recompile()
+    names: list[str] = []
+    with torch.no_grad():
+        for batch in calibration:
+            names.extend(batch.names)
+            model(batch.inputs)
+        for recorder, _, _ in recorders.values():
+            recorder.mode = "evaluation"
+        for batch in evaluation:
+            model(batch.inputs)
+    rows = []
+    for layer, (rec, observer, op) in recorders.items():
+        if not rec.per_image or len(rec.per_image) != len(names):
+            continue
+        per_image = torch.tensor(rec.per_image, dtype=torch.float64)
+        top = int(per_image.argmax())
+        median = float(per_image.median())
+        rows.append({
+            "layer": "input" if op == "placeholder" else layer,
+            "cal_min": float(observer.min_val), "cal_max": float(observer.max_val),
+            "qrange_lo": rec.lo, "qrange_hi": rec.hi,
+            "eval_min": rec.eval_min if rec.total else math.nan, "eval_max": rec.eval_max if rec.total else math.nan,
+            "eval_outside_fraction": rec.outside / rec.total if rec.total else math.nan,
+            "calibration_images": len(names), "top_image": names[top],
+            "top_image_ratio": float(per_image[top]) / median if median > 0 else math.inf,
+        })
+    return rows
