@@ -171,7 +171,7 @@ class Browser:
     def screenshot(self, out: Path) -> Path:
         """A PNG of the whole page at the open width."""
         size = self.send("Page.getLayoutMetrics")["cssContentSize"]
-        height = max(1, min(int(size["height"] + 0.999), 16000))
+        height = max(1, min(int(size["height"] + 0.999), 60000))
         self.send("Emulation.setDeviceMetricsOverride",
                   {"width": self.width, "height": height, "deviceScaleFactor": 1, "mobile": False})
         data = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
