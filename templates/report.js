@@ -1,4 +1,5 @@
-// Sort tables by clicking a header; filter the layer table. The page reads fine without this.
+// Sort tables by clicking a header; filter the layer table; print folded sections open. The page reads fine
+// without this.
 (function () {
   "use strict";
   function sortKey(cell) {
@@ -41,5 +42,14 @@
       });
     });
   }
+  // Print every collapsed section too, then fold back what was closed.
+  var opened = [];
+  window.addEventListener("beforeprint", function () {
+    document.querySelectorAll("details:not([open])").forEach(function (d) { d.open = true; opened.push(d); });
+  });
+  window.addEventListener("afterprint", function () {
+    opened.forEach(function (d) { d.open = false; });
+    opened = [];
+  });
   document.body.setAttribute("data-js", "ready");
 })();

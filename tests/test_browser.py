@@ -129,3 +129,14 @@ def test_report_screenshot_is_not_blank(browser, tiny_run, tmp_path):
     phone = Image.open(browser.screenshot(tmp_path / "phone.png"))
     assert phone.width == 390 and phone.height > image.height  # the same page, taller at phone width
     Image.open(shot).save(tiny_run.parent / "tiny-report.png")
+
+
+def test_folded_sections_print_open_and_fold_back(browser, tiny_diff):
+    browser.open(tiny_diff, 1000)
+    closed = "document.querySelectorAll('details:not([open])').length"
+    folded = browser.evaluate(closed)
+    assert folded >= 1
+    browser.evaluate("window.dispatchEvent(new Event('beforeprint'))")
+    assert browser.evaluate(closed) == 0
+    browser.evaluate("window.dispatchEvent(new Event('afterprint'))")
+    assert browser.evaluate(closed) == folded
