@@ -102,6 +102,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
+    from qreport.diff import SAME_WITHIN_DB
     parser = _Parser(
         prog="qreport",
         description="Explain why a quantized PyTorch model lost accuracy: compare it with its float model layer by "
@@ -198,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the diff report to write (default: %(default)s)")
     d.add_argument("--max-drop-db", type=float, metavar="DB",
                    help="CI gate: exit 1 (diff still written) if the output SQNR drops by more than DB")
-    d.add_argument("--same-within", type=float, default=0.5, metavar="DB",
+    d.add_argument("--same-within", type=float, default=SAME_WITHIN_DB, metavar="DB",
                    help="SQNR changes smaller than this count as unchanged (default: %(default)s)")
     d.add_argument("--allow-different-models", action="store_true",
                    help="compare runs of different models (name, source or input shape) instead of refusing (exit 4)")

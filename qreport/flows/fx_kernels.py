@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from qreport.metrics import sqnr_db
+from qreport.qtypes import WEIGHTED_LAYERS
 
 CHECK_SEED = 0
 _QUANTIZED_PACKAGE = "torch.ao.nn.quantized.modules"
@@ -18,7 +19,7 @@ def _checkable(name: str, q_module: nn.Module, float_modules: dict[str, nn.Modul
     if not name or not type(q_module).__module__.startswith(_QUANTIZED_PACKAGE):
         return None
     twin = float_modules.get(name)
-    if twin is None or isinstance(twin, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) or list(twin.children()):
+    if twin is None or isinstance(twin, WEIGHTED_LAYERS) or list(twin.children()):
         return None
     return twin if type(twin).__name__ == type(q_module).__name__ else None
 

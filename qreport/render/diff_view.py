@@ -132,8 +132,8 @@ def verdict_reason(result: dict) -> dict:
         overlap = result["signals"]["interval"] == "same"
         noise = f"the two runs' 95 % intervals {'overlap' if overlap else 'do not overlap'}"
     else:
-        noise = (f"{'within' if result['signals']['interval'] == 'same' else 'beyond'} "
-                 f"{fmt_pct(result['same_within_top1'], 0)}: a run without stored intervals")
+        noise = (f"no stored intervals, so a change under {100 * result['same_within_top1']:g} point counts as "
+                 "none")
     measure = f"{name} {_estimate(e['base'])} → {_estimate(e['head'])} ({_fmt_points(point)}; {noise})"
     if result["signals"]["interval"] == "unknown":
         measure = f"{name} not measured in both runs"
