@@ -16,7 +16,8 @@ from qreport.errors import (EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, E
                             InputError, QReportError, first_line)
 
 EPILOG = """exit codes: 0 ok · 1 gate failed · 2 usage · 3 bad input (model, weights, data, qconfig)
-            4 unreadable run folder · 5 output not writable · 70 internal error · 130 interrupted"""
+            4 unreadable run folder or runs of different models · 5 output not writable · 70 internal error
+            130 interrupted"""
 
 
 def _positive(text: str) -> int:

@@ -222,3 +222,14 @@ def test_cli_prints_the_verdict_with_its_evidence(runs, tmp_path):
     assert result.returncode == 0, result.stderr
     first = result.stderr.splitlines()[0]
     assert first.startswith("verdict: ") and "output SQNR" in first and "top-1 agreement" in first
+
+
+def test_runs_without_intervals_fall_back_to_a_full_point_of_agreement(runs, tmp_path):
+    base, _ = runs
+    a = _copy(base, tmp_path / "a")
+    b = _copy(base, tmp_path / "b")
+    _edit_model(a, output_sqnr_db=10.0, top1_agreement=0.50, agreement_lo=math.nan, agreement_hi=math.nan)
+    _edit_model(b, output_sqnr_db=12.0, top1_agreement=0.505, agreement_lo=math.nan, agreement_hi=math.nan)
+    _, data, md, _ = _diff(a, b, tmp_path / "d")
+    assert data["signals"] == {"sqnr": "better", "interval": "same"} and data["verdict"] == "inconclusive"
+    assert "no stored intervals, so a change under 1 point counts as none" in md
