@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.qreport-installed
 
-.PHONY: venv report test samples real-data bench walk walk-record clean
+.PHONY: venv report test test-slow screens samples real-data bench walk walk-record clean
 
 venv: $(STAMP)
 
@@ -19,8 +19,13 @@ report: $(STAMP)
 	$(VENV)/bin/qreport build --model mobilenet_v2 --out reports/mobilenet_v2 --force
 	@echo "open reports/mobilenet_v2/report.html"
 
+# The fast tier (under 10 minutes on two idle cores): tiny and trained test models, a handful of mobilenet_v2
+# builds, the browser tests. The slow tier runs the rest.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
 
 # Trained weights and labelled data that need no network but the package registry: MTCNN's networks from the
 # facenet-pytorch wheel, scikit-image's lfw_subset faces, scikit-learn's digits and a CNN trained on them.
@@ -45,6 +50,10 @@ samples: real-data
 		--out sample_reports/qat_unmodelled --force
 	$(SAMPLE_ENV) $(VENV)/bin/qreport diff sample_reports/mobilenet_v2 sample_reports/mobilenet_v2_seed_scenario \
 		-o sample_reports/diff_default_vs_seed/diff.html
+
+# Full-page screenshots of every sample report at 1440 and 390 px (headless Debian chromium).
+screens: $(STAMP)
+	$(PY) tests/screenshots.py screens
 
 bench: $(STAMP)
 	$(PY) bench/bench.py

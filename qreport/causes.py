@@ -138,6 +138,24 @@ def range_findings(acts: pd.DataFrame | None, ranges: pd.DataFrame | None, t: Th
     return out
 
 
+def unset_range_findings(ranges: pd.DataFrame | None) -> list[Finding]:
+    """Activations whose int8 range was never set: fake quantization switched off during QAT, or an observer that
+    saw no data, so conversion falls back to scale 1 and zero point 0."""
+    out = []
+    if ranges is None or not len(ranges):
+        return out
+    for r in ranges[ranges.never_observed | ranges.fake_quant_off].sort_values("order").to_dict("records"):
+        why = ("fake quantization after it was switched off during QAT" if r["fake_quant_off"] else "")
+        why += (" and " if why else "") + "its observer never saw data" if r["never_observed"] else ""
+        out.append(Finding(
+            "qat_range_unset", "high", r["layer"], r["layer_fqn"], "ranges", math.nan, math.nan, math.nan,
+            "originates",
+            f"{why}, so its int8 qparams are the defaults: steps of {r['scale']:.3g} up to {r['qrange_hi']:.3g}, "
+            f"while its values span [{r['eval_min']:.3g}, "
+            f"{r['eval_max']:.3g}]. Train (or calibrate) with its fake quantization and observer on.", "", "", ""))
+    return out
+
+
 def outlier_image(ranges: pd.DataFrame | None, t: Thresholds) -> tuple[str, int, int] | None:
     """(image, layers it dominates, layers observed) when one calibration input sets at least half the ranges at
     ``calibration_image_ratio`` × the median input or more."""

@@ -41,6 +41,7 @@ KINDS = {
     "calibration_outlier_image": "cause",
     "calibration_range_mismatch": "cause",
     "kernel_defect": "cause",
+    "qat_range_unset": "cause",
     "per_tensor_weights": "cause",
     "weight_outlier": "cause",
     "outlier_input_channels": "cause",

@@ -106,6 +106,7 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True, back
     data = causes.data_findings(ranges, t, synthetic, evaluation_real)
     out += data
     out += causes.kernel_findings(tables.get("kernels"), t, backend)
+    out += causes.unset_range_findings(ranges)
     out += causes.weight_findings(tables.get("weights"), backend, t)
     out += causes.channel_findings(tables.get("channels"), t)
     shadow, prop_df = tables.get("shadow"), tables.get("activations")

@@ -11,7 +11,7 @@ STAGES = ("graph", "weights", "activations", "shadow", "kernels", "model", "chan
           "coverage", "guidance", "fix")
 
 # Tables a stage writes besides its own, and the stage whose status they share.
-EXTRA_TABLES = {"classes": "model", "flips": "model"}
+EXTRA_TABLES = {"classes": "model", "flips": "model", "verdict": "guidance"}
 
 _LABELLED_COLUMNS = [
     ("labelled_samples", pa.int64()),  # evaluation inputs with a label (0: no labels)
@@ -151,12 +151,15 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("cal_max", pa.float64()),
         ("qrange_lo", pa.float64()),  # what the int8 qparams can represent (7 bits of it on x86)
         ("qrange_hi", pa.float64()),
+        ("scale", pa.float64()),  # one int8 step
         ("eval_min", pa.float64()),
         ("eval_max", pa.float64()),
         ("eval_outside_fraction", pa.float64()),  # evaluation values outside the representable range
         ("calibration_images", pa.int32()),
         ("top_image", pa.string()),  # the calibration input with the largest |value| here
         ("top_image_ratio", pa.float64()),  # its |max| over the median calibration input's
+        ("never_observed", pa.bool_()),  # the observer saw no data: its qparams are defaults (scale 1, zero point 0)
+        ("fake_quant_off", pa.bool_()),  # QAT: fake quantization was switched off here
     ],
     "sensitivity": [
         ("kind", pa.string()),  # model: a whole-model configuration; layer: one quantized op
@@ -206,11 +209,17 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("likely_cause", pa.string()),  # for a location: "code layer" of the cause at or next to it
         ("subject", pa.string()),  # what a finding not about a layer is about (a calibration input's name)
     ],
+    "verdict": [  # one row
+        ("level", pa.string()),  # good | warn | bad
+        ("rule", pa.string()),  # the rule in words, with its numbers
+        ("flagged", pa.list_(pa.string())),  # layers with a high or medium finding
+        ("not_compared", pa.list_(pa.string())),  # quantized layers with weights no activation view compared
+    ],
     "fix": [
         ("step", pa.string()),  # before | rung (one remedy tried) | after (the kept rungs) | dropped (cannot be built)
         ("rung", pa.int32()),  # the rung's place in the ladder, −1 for the other steps
         ("kind", pa.string()),  # recalibrate | observer | per_channel | float
-        ("changes", pa.string()),  # a rung: what it changes; after: the qconfig TOML of every kept rung
+        ("changes", pa.string()),  # qconfig TOML (a rung's own changes; after: every kept rung's); a data rung: what it does
         ("output_sqnr_db", pa.float64()),
         ("top1_agreement", pa.float64()),
         ("samples", pa.int64()),

@@ -9,7 +9,7 @@ import torchvision
 
 from conftest import ROOT, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.mobilenet  # the handful of real mobilenet_v2 builds that `make test` keeps
 SMALL = ["--batch-size", "2", "--calib-batches", "2", "--eval-batches", "1"]
 
 

@@ -406,6 +406,12 @@ class FxStaticFlow:
         with quiet_torch(self.verbose, self.notes):
             return activation_ranges(prepared, calibration, evaluation)
 
+    def module_statuses(self, quantized: nn.Module) -> dict[str, str]:
+        """Module path -> quantized | float | fused, in the int8 model."""
+        from qreport.flows.fx_graph import module_statuses
+
+        return module_statuses(quantized)
+
     def graph_nodes(self, quantized: nn.Module) -> list[dict]:
         """The int8 graph's ops: what each runs on and which ops feed it."""
         from qreport.flows.fx_graph import graph_nodes

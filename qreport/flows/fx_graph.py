@@ -7,7 +7,7 @@ import torch
 from torch import fx, nn
 
 _QUANTIZE = {torch.quantize_per_tensor, torch.quantize_per_channel, torch.quantize_per_tensor_dynamic}
-_QUANTIZED_MODULES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")
+_QUANTIZED_MODULES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")  # .dynamic included
 
 
 def _is_quantize(node: fx.Node) -> bool:
@@ -28,6 +28,18 @@ def _runs_int8_kernel(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
         return type(modules[node.target]).__module__.startswith(_QUANTIZED_MODULES)
     return node.op == "call_function" and str(getattr(node.target, "__module__", "")).startswith("torch._ops.quantized") \
         or "quantized." in str(node.target)
+
+
+def module_statuses(quantized: nn.Module) -> dict[str, str]:
+    """Module path -> how it ended up in the int8 model: ``quantized`` (an int8 module), ``float``, or ``fused``
+    (an Identity left where fusion folded it into its neighbour); paths missing here were fused away too."""
+    out = {}
+    for name, module in quantized.named_modules():
+        if isinstance(module, nn.Identity):
+            out[name] = "fused"
+        else:
+            out[name] = "quantized" if type(module).__module__.startswith(_QUANTIZED_MODULES) else "float"
+    return out
 
 
 def _first_tensor_input(node: fx.Node) -> fx.Node | None:

@@ -20,6 +20,8 @@ class _RangeRecorder(nn.Module):
         self.outside = self.total = 0
         self.eval_min, self.eval_max = math.inf, -math.inf
         self.mode = "calibration"
+        self.fake_quant_off = False  # QAT: the fake quantization here was switched off
+        self.scale = math.nan
 
     def forward(self, x):
         if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.numel()):
@@ -35,8 +37,9 @@ class _RangeRecorder(nn.Module):
         return x
 
 
-def _representable(observer) -> tuple[float, float] | None:
-    """The float range the observer's int8 qparams can hold (on x86 the calibrated range maps to 7 bits)."""
+def _representable(observer) -> tuple[float, float, float] | None:
+    """The float range the observer's int8 qparams can hold (on x86 the calibrated range maps to 7 bits), and the
+    scale."""
     try:
         scale, zero_point = observer.calculate_qparams()
     except Exception:  # an observer that saw nothing
@@ -44,10 +47,10 @@ def _representable(observer) -> tuple[float, float] | None:
     if scale.numel() != 1 or getattr(observer, "is_dynamic", False):
         return None
     qmin, qmax = observer.quant_min, observer.quant_max
-    if qmin is None or qmax is None:
+    if qmin is None or qmax is None or not math.isfinite(float(scale)):
         return None
     s, z = float(scale), int(zero_point)
-    return (qmin - z - 0.5) * s, (qmax - z + 0.5) * s  # a value within half a step of the edge only rounds
+    return (qmin - z - 0.5) * s, (qmax - z + 0.5) * s, s  # a value within half a step of the edge only rounds
 
 
 def activation_ranges(prepared: nn.Module, calibration, evaluation) -> list[dict]:
@@ -55,6 +58,7 @@ def activation_ranges(prepared: nn.Module, calibration, evaluation) -> list[dict
     largest |value| and how far above the median image it is, and the share of evaluation values outside.
 
     ``calibration`` and ``evaluation`` yield ``data.Batch`` (inputs and input names)."""
+    from torch.ao.quantization.fake_quantize import FakeQuantizeBase
     from torch.ao.quantization.observer import ObserverBase
 
     model = copy.deepcopy(prepared).eval()
@@ -63,13 +67,24 @@ def activation_ranges(prepared: nn.Module, calibration, evaluation) -> list[dict
         if node.op != "call_module":
             continue
         observer = model.get_submodule(node.target)
-        if not isinstance(observer, ObserverBase) or not hasattr(observer, "min_val"):
+        fake_quant_off = False
+        if isinstance(observer, FakeQuantizeBase):  # QAT: the fake-quant module and the observer inside it
+            fake_quant_off = not bool(observer.fake_quant_enabled[0])
+            inner = getattr(observer, "activation_post_process", None)
+            span = _representable(observer) if inner is not None else None
+            observer = inner
+        elif isinstance(observer, ObserverBase):
+            span = _representable(observer)
+        else:
             continue
-        span = _representable(observer)
+        if observer is None or not hasattr(observer, "min_val"):
+            continue
         producer = node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
         if span is None or producer is None or producer.name in recorders:
             continue  # shared observers (ReLU6 shares its input's) are recorded once, at the producer
-        recorder = _RangeRecorder(*span)
+        recorder = _RangeRecorder(*span[:2])
+        recorder.scale = span[2]
+        recorder.fake_quant_off = fake_quant_off
         name = f"qreport_range_{node.name}"
         model.add_submodule(name, recorder)
         node.target = name
@@ -94,10 +109,11 @@ def activation_ranges(prepared: nn.Module, calibration, evaluation) -> list[dict
         rows.append({
             "layer": "input" if op == "placeholder" else layer,
             "cal_min": float(observer.min_val), "cal_max": float(observer.max_val),
-            "qrange_lo": rec.lo, "qrange_hi": rec.hi,
+            "qrange_lo": rec.lo, "qrange_hi": rec.hi, "scale": rec.scale,
             "eval_min": rec.eval_min if rec.total else math.nan, "eval_max": rec.eval_max if rec.total else math.nan,
             "eval_outside_fraction": rec.outside / rec.total if rec.total else math.nan,
             "calibration_images": len(names), "top_image": names[top],
             "top_image_ratio": float(per_image[top]) / median if median > 0 else math.inf,
+            "never_observed": not math.isfinite(float(observer.min_val)), "fake_quant_off": rec.fake_quant_off,
         })
     return rows

@@ -8,8 +8,10 @@ import math
 import pandas as pd
 
 from qreport import guidance as rules
+from qreport.config import parse_qconfig_text
 from qreport.locations import SIM_ACTIVATIONS, SIM_ALL, SIM_REAL, SIM_WEIGHTS
 from qreport.render import charts
+from qreport.render.diagnosis import diagnosis
 from qreport.render.fmt import dom_id, fmt_db, fmt_num, fmt_pct, sort_key
 from qreport.schema import STAGES
 from qreport.store import RunReader
@@ -132,6 +134,7 @@ def _findings(guidance: list[dict]) -> list[dict]:
             "change_toml": f["change_toml"],
             "change_python": f["change_python"],
             "kind": f.get("kind", ""),
+            "subject": f.get("subject", ""),
             "likely_cause": _cause_text(f.get("likely_cause", "")),
             "impact": fmt_db(f["impact_db"]) if f.get("impact_db") is not None and math.isfinite(f["impact_db"])
             and f["impact_db"] > 0 else "",
@@ -189,6 +192,18 @@ def accuracy_view(row: dict) -> dict | None:
     }
 
 
+def _modules(changes: str) -> list[str]:
+    """The module paths a rung's qconfig TOML names ([] for a data change)."""
+    if not changes.startswith("[modules]"):
+        return []
+    return [o.module for o in parse_qconfig_text(changes, "fix")]
+
+
+def _change_text(changes: str) -> str:
+    """A rung's change as the lines to copy: the TOML entries, or the data change in words."""
+    return changes.removeprefix("[modules]\n").strip()
+
+
 def _ladder(rows: list[dict], before: dict, labelled: bool) -> dict | None:
     """The measured rungs, formatted, and the quality-against-cost chart (the first point is the plain int8 model)."""
     rungs = sorted((r for r in rows if r["step"] == "rung"), key=lambda r: r["rung"])
@@ -198,7 +213,8 @@ def _ladder(rows: list[dict], before: dict, labelled: bool) -> dict | None:
     scale = 100.0 if unit == "%" else 1.0
     points = [before] + rungs
     return {
-        "rows": [{"number": r["rung"] + 1, "kind": r["kind"], "change": r["changes"], "because": r["note"],
+        "rows": [{"number": r["rung"] + 1, "kind": r["kind"], "change": _change_text(r["changes"]),
+                  "modules": _modules(r["changes"]), "because": r["note"],
                   "accuracy": fmt_pct(r["int8_accuracy"]) if labelled else "", "sqnr": fmt_db(r["output_sqnr_db"]),
                   "macs": fmt_pct(r["float_mac_share"]), "kept": bool(r["kept"])} for r in rungs],
         "quality": "int8 accuracy" if labelled else "output SQNR",
@@ -277,40 +293,23 @@ def _sensitivity(sens: list[dict]) -> dict | None:
     }
 
 
-ACCURACY_BAD_POINTS = 1.0  # int8 loses more than this many points of accuracy, beyond the interval: BAD
-
-
-def _verdict(model: list[dict], findings: list[dict], iso, prop) -> dict:
-    """GOOD / WARN / BAD with the rule that decided it: accuracy when the data has labels, else output SQNR and
-    top-1 agreement."""
+def _verdict(stored: list[dict], model: list[dict], findings: list[dict], iso, prop) -> dict:
+    """The stored verdict with the numbers it rests on, formatted (runs without a verdict table: "unknown")."""
     m = model[0] if model else {}
-    bad = sorted({f["layer_fqn"] for f in findings if f["severity"] in ("high", "medium") and f["layer_fqn"]})
-    worst = next((f for f in findings if f["layer_fqn"]), None)
-    agreement = m.get("top1_agreement", math.nan)
-    sqnr = m.get("output_sqnr_db", math.nan)
-    accuracy = accuracy_view(m) if m else None
-    if accuracy and accuracy["has_accuracy"]:
-        lo = m["accuracy_drop_lo"]
-        level = "bad" if lo * 100 > ACCURACY_BAD_POINTS else "warn" if m["accuracy_drop"] * 100 > ACCURACY_BAD_POINTS \
-            or bad else "good"
-        rule = (f"BAD when int8 loses more than {ACCURACY_BAD_POINTS:g} point of accuracy even at the low end of the "
-                f"95 % interval; WARN when the measured drop exceeds {ACCURACY_BAD_POINTS:g} point or a layer is flagged")
-    else:
-        level = "bad" if (math.isfinite(sqnr) and sqnr < 15) or (agreement == agreement and agreement < 0.9) else \
-            "warn" if bad else "good"
-        rule = ("no labels: BAD when the output SQNR is below 15 dB or top-1 agreement below 90 %; WARN when a layer "
-                "is flagged")
+    v = stored[0] if stored else {"level": "unknown", "rule": "this run stored no verdict", "flagged": [],
+                                  "not_compared": []}
     return {
-        "level": level,
-        "rule": rule,
-        "output_sqnr": fmt_db(sqnr),
-        "top1": fmt_pct(agreement),
+        "level": v["level"],
+        "rule": v["rule"],
+        "not_compared": list(v["not_compared"]),
+        "output_sqnr": fmt_db(m.get("output_sqnr_db", math.nan)),
+        "top1": fmt_pct(m.get("top1_agreement", math.nan)),
         "top1_ci": fmt_interval(m.get("agreement_lo"), m.get("agreement_hi")),
         "samples": int(m.get("samples", 0) or 0),
-        "accuracy": accuracy,
-        "bad_count": len(bad),
+        "accuracy": accuracy_view(m) if m else None,
+        "bad_count": len(v["flagged"]),
         "layer_count": len(iso) or len(prop),
-        "worst": worst,
+        "worst": next((f for f in findings if f["layer_fqn"]), None),
     }
 
 
@@ -378,11 +377,13 @@ def build_view(reader: RunReader) -> dict:
     cov_counts = {}
     for r in coverage:
         cov_counts[r["status"]] = cov_counts.get(r["status"], 0) + 1
+    verdict = _verdict(_records(reader.table("verdict")), model, findings, iso, prop)
     return {
         "title": f"qreport · {man['model']['name']}",
         "manifest": man,
         "overrides": man["config"].get("overrides", []),
-        "verdict": _verdict(model, findings, iso, prop),
+        "verdict": verdict,
+        "diagnosis": diagnosis(verdict, model[0] if model else None, findings, fix),
         "model": model[0] if model else None,
         "classes": _classes(classes),
         "flips": _flips(flips, {r["class_index"]: r["class_name"] for r in classes}),

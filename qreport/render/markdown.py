@@ -53,6 +53,7 @@ def run_summary(view: dict) -> tuple[str, dict]:
     lines = [f"## qreport: {md_escape(man['model']['name'])} — {verdict['level'].upper()}", ""]
     if not man["weights"]["trained"]:
         lines += ["> **Random weights**: no trained weights were loaded; the numbers describe the architecture only.", ""]
+    lines += [view["diagnosis"], ""]
     if man["data"].get("synthetic"):
         lines += ["> **Synthetic calibration data**: activation ranges come from generated noise, not real inputs.", ""]
     acc = verdict["accuracy"]
@@ -68,6 +69,10 @@ def run_summary(view: dict) -> tuple[str, dict]:
         f"Output SQNR **{verdict['output_sqnr']}**, top-1 agreement **{verdict['top1']}** {verdict['top1_ci']} "
         f"({verdict['samples']} inputs), **{flagged}** layer{'s' if flagged != 1 else ''} flagged."
     )
+    missing = verdict["not_compared"]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        lines.append(f"Not compared by any activation view: {md_escape(', '.join(missing[:5]))}{more}.")
     lines.append(f"<sub>Verdict rule: {md_escape(verdict['rule'])}.</sub>")
     gates = man.get("gates", [])
     for gate in gates:
@@ -122,6 +127,9 @@ def run_summary(view: dict) -> tuple[str, dict]:
         "top1_agreement": json_number(raw["top1_agreement"]),
         "samples": verdict["samples"],
         "flagged_layers": verdict["bad_count"],
+        "verdict_rule": verdict["rule"],
+        "diagnosis": view["diagnosis"],
+        "not_compared": verdict["not_compared"],
         "weights_trained": man["weights"]["trained"],
         "failed_stages": failed,
         "skipped_stages": skipped,

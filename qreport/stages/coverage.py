@@ -8,16 +8,6 @@ from torch import nn
 from qreport.overrides import kept_float_by
 from qreport.stages.tables import stage_frame
 
-_QUANTIZED_PACKAGES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.ao.nn.quantized.dynamic")
-
-
-def quant_status(q_module) -> str:
-    """How a float module ended up in the int8 model: quantized, float, or fused into its neighbour."""
-    if q_module is None or isinstance(q_module, nn.Identity):
-        return "fused"
-    return "quantized" if type(q_module).__module__.startswith(_QUANTIZED_PACKAGES) else "float"
-
-
 def _fqns(ctx, stage: str) -> set[str]:
     df = ctx.tables.get(stage)
     return set(df["layer_fqn"]) if df is not None and len(df) else set()
@@ -32,14 +22,14 @@ def _reason(ctx, stage: str, fqn: str, op_type: str) -> str:
 
 def run(ctx) -> pd.DataFrame:
     """One row per module with parameters and per compared function op; nothing is dropped."""
-    q_modules = dict(ctx.quantized.named_modules())
+    statuses = ctx.flow.module_statuses(ctx.quantized)
     in_stage = {stage: _fqns(ctx, stage) for stage in ("weights", "activations", "shadow")}
     rows = []
     seen = set()
     for fqn, module in ctx.loaded.module.named_modules():
         if not fqn or list(module.children()) or not any(True for _ in module.parameters(recurse=False)):
             continue
-        status = quant_status(q_modules.get(fqn))
+        status = statuses.get(fqn, "fused")
         rows.append({"layer_fqn": fqn, "op_type": type(module).__name__, "status": status, "weighted": True})
         seen.add(fqn)
     graph = ctx.tables.get("graph")

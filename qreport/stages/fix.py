@@ -19,15 +19,14 @@ from qreport.errors import first_line
 from qreport.overrides import kept_float_by
 from qreport.remedies import Rung, plan
 from qreport.scoring import EMPTY_LABELLED, evaluate
-from qreport.stages.coverage import quant_status
 
 APPLIED_SEVERITIES = ("high", "medium")
 MIN_GAIN_DB = 0.5  # an output SQNR change smaller than this is within the noise of a few evaluation batches
 
 
-def cost(float_model: nn.Module, quantized: nn.Module, macs: dict[str, int]) -> dict:
+def cost(flow, float_model: nn.Module, quantized: nn.Module, macs: dict[str, int]) -> dict:
     """Share of parameters and MACs left in float, and the quantize/dequantize boundaries in the graph."""
-    q_modules = dict(quantized.named_modules())
+    statuses = flow.module_statuses(quantized)
     params = float_params = 0
     for name, module in float_model.named_modules():
         if not name or list(module.children()):
@@ -35,13 +34,13 @@ def cost(float_model: nn.Module, quantized: nn.Module, macs: dict[str, int]) -> 
         n = sum(p.numel() for p in module.parameters(recurse=False))
         if not n:
             continue
-        status = quant_status(q_modules.get(name))
+        status = statuses.get(name, "fused")
         if status == "fused":
             continue
         params += n
         float_params += n if status == "float" else 0
     total_macs = sum(macs.values())
-    float_macs = sum(v for k, v in macs.items() if quant_status(q_modules.get(k)) == "float")
+    float_macs = sum(v for k, v in macs.items() if statuses.get(k, "fused") == "float")
     boundaries = sum(1 for n in quantized.graph.nodes
                      if n.target in (torch.quantize_per_tensor, "dequantize", torch.quantize_per_tensor_dynamic))
     return {
@@ -138,14 +137,14 @@ def _measure(ctx, quantized) -> tuple[dict, dict]:
     result = evaluate(ctx.reference, quantized, ctx.batches(ctx.data.evaluation.labelled(), "fix: evaluate",
                                                             total=len(ctx.data.evaluation)),
                       metric=ctx.metric, metric_name=ctx.config.metric or "")
-    return result.summary, cost(ctx.loaded.module, quantized, ctx.macs)
+    return result.summary, cost(ctx.flow, ctx.loaded.module, quantized, ctx.macs)
 
 
 def run(ctx) -> pd.DataFrame:
     """Rows: before; one per rung tried (kept or not); after (the kept rungs together, if any); and any change
     dropped because it cannot be built."""
     base = ctx.tables["model"].iloc[0].to_dict() if "model" in ctx.tables else {}
-    before = _row("before", "", base, cost(ctx.loaded.module, ctx.quantized, ctx.macs))
+    before = _row("before", "", base, cost(ctx.flow, ctx.loaded.module, ctx.quantized, ctx.macs))
     rows, dropped_rows = [before], []
     applied: list[ModuleOverride] = []
     data, current, current_cost = "", base, before
@@ -155,17 +154,18 @@ def run(ctx) -> pd.DataFrame:
         if base and target_met(ctx, current):
             break
         trial = merged_overrides(applied, rung.changes)
-        quantized, built, dropped = buildable(ctx, list(trial), rung.data or data)
+        quantized, built_all, dropped = buildable(ctx, list(trial), rung.data or data)
+        built = [c for c in built_all if c in rung.changes]
         dropped_rows += [_row("dropped", render_qconfig_toml([c]), {}, _NO_COST, note=reason, kind=rung.kind)
                          for c, reason in dropped]
         if quantized is None:
             continue
         scores, costs = _measure(ctx, quantized)
         keep = bool(base) and is_worth_it(current, scores)
-        rows.append(_row("rung", rung.describe(), scores, costs, note=rung.because, rung=number, kind=rung.kind,
-                         kept=keep))
+        changes = render_qconfig_toml(built) if rung.changes else rung.describe()
+        rows.append(_row("rung", changes, scores, costs, note=rung.because, rung=number, kind=rung.kind, kept=keep))
         if keep:
-            applied, data, current, current_cost, kept_any = list(built), rung.data or data, scores, costs, True
+            applied, data, current, current_cost, kept_any = list(built_all), rung.data or data, scores, costs, True
     if kept_any:
         note = Rung("recalibrate", data=data).describe() if data else ""
         after = _row("after", render_qconfig_toml(applied) if applied else "", current,

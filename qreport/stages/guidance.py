@@ -5,11 +5,14 @@ from __future__ import annotations
 import pandas as pd
 
 from qreport.guidance import Thresholds, findings, findings_table
+from qreport.verdict import decide
 
 
-def run(ctx) -> pd.DataFrame:
-    """Apply the guidance rules to the tables the earlier stages produced."""
+def run(ctx) -> dict[str, pd.DataFrame]:
+    """Apply the guidance rules to the tables the earlier stages produced, and decide the verdict."""
     cfg = ctx.config
-    return findings_table(findings(ctx.tables, weights_trained=ctx.loaded.weights_trained, backend=cfg.backend,
-                                   t=Thresholds.from_pairs(cfg.thresholds), synthetic=ctx.data.synthetic,
-                                   evaluation_real=cfg.eval_data not in (None, "synthetic")))
+    table = findings_table(findings(ctx.tables, weights_trained=ctx.loaded.weights_trained, backend=cfg.backend,
+                                    t=Thresholds.from_pairs(cfg.thresholds), synthetic=ctx.data.synthetic,
+                                    evaluation_real=cfg.eval_data not in (None, "synthetic")))
+    verdict = decide(ctx.tables.get("model"), table, ctx.tables.get("coverage"), ctx.stage_status)
+    return {"guidance": table, "verdict": pd.DataFrame([verdict])}
