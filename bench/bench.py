@@ -50,11 +50,7 @@ def _setup(model_name: str, images: int):
     if not loaded.weights_trained:
         recalibrate_batchnorm(loaded.module, data.calibration)
     flow = FxStaticFlow("x86")
-    prepared = flow.prepare(loaded.module, data.example())
-    with torch.no_grad():
-        for x in data.calibration:
-            prepared(x)
-    return loaded.module, prepared, flow, data
+    return loaded.module, flow.calibrated(loaded.module, data.example(), data.calibration), flow, data
 
 
 def child_qreport(model_name: str, images: int) -> dict:
@@ -74,8 +70,6 @@ def child_qreport(model_name: str, images: int) -> dict:
 
 def child_requant(model_name: str, images: int) -> dict:
     """One cycle of the naive sensitivity: prepare, calibrate, convert, evaluate on the sensitivity images."""
-    import torch
-
     from qreport.scoring import agreement
 
     float_model, prepared, flow, data = _setup(model_name, BATCH * CALIB_BATCHES)
@@ -84,11 +78,7 @@ def child_requant(model_name: str, images: int) -> dict:
     times = []
     for _ in range(3):
         t = time.perf_counter()
-        p = flow.prepare(float_model, example)
-        with torch.no_grad():
-            for x in data.calibration:
-                p(x)
-        agreement(float_model, flow.convert(p), few)
+        agreement(float_model, flow.convert(flow.calibrated(float_model, example, data.calibration)), few)
         times.append(time.perf_counter() - t)
     return {"seconds": statistics.median(times)}
 

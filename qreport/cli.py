@@ -11,7 +11,7 @@ import signal
 import sys
 import traceback
 
-from qreport import __version__
+from qreport import __version__, interrupt
 from qreport.errors import (EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_DIR, EXIT_USAGE,
                             InputError, QReportError, first_line)
 
@@ -337,14 +337,6 @@ def cmd_models(args) -> int:
     return EXIT_OK
 
 
-class _Terminated(BaseException):
-    """Raised from the SIGTERM handler so cleanup runs as for Ctrl-C."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminated()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = build_parser()
@@ -359,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose and args.quiet:
         print("qreport: error: --verbose and --quiet contradict each other; pick one", file=sys.stderr)
         return EXIT_USAGE
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = interrupt.install()
     try:
         return args.func(args)
     except QReportError as exc:
@@ -367,13 +359,13 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"qreport: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except (KeyboardInterrupt, _Terminated):
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM acted on at the next safe point
         print("qreport: interrupted; nothing was left half-written", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug or an unexpected failure inside torch
         if args.debug:
             traceback.print_exc()
-        print(f"qreport: internal error: {exc.__class__.__name__}: {first_line(exc)[:200]} "
+        print(f"qreport: internal error: {exc.__class__.__name__}: {first_line(exc)[:200]}; this is a bug in qreport "
               "(rerun with --debug for the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
     finally:

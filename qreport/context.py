@@ -9,6 +9,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from qreport.config import BuildConfig
+from qreport.interrupt import checked
 
 
 @dataclasses.dataclass
@@ -26,24 +27,25 @@ class BuildContext:
     module_nodes: set = dataclasses.field(default_factory=set)  # FX nodes that call a module
     compare_after: dict = dataclasses.field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
-    uncompared: dict[str, list[dict]] = dataclasses.field(default_factory=dict)  # stage -> [{layer, reason}]
+    uncompared: dict[str, list[dict]] = dataclasses.field(default_factory=dict)  # stage -> [{layer, reason}], from results
     stage_status: dict[str, str] = dataclasses.field(default_factory=dict)  # stage -> ok | failed
     quiet: bool = False
     macs: dict = dataclasses.field(default_factory=dict)  # module path -> MACs per sample
-    notes: list = dataclasses.field(default_factory=list)  # lines for the report's notes
+    notes: list = dataclasses.field(default_factory=list)  # lines for the report's notes (the pipeline adds results')
     metric: object = None  # the user's --metric callable (outputs, labels) -> float, or None
 
     def batches(self, split, desc: str, total: int | None = None):
         """Iterate a data split (or any iterable of ``total`` batches) with a progress bar (hidden when quiet or
         not on a terminal)."""
         show = not self.quiet and sys.stderr.isatty()
-        return tqdm(split, total=len(split) if total is None else total, desc=f"  {desc}", unit="batch", leave=False,
-                    disable=not show, file=sys.stderr)
+        return tqdm(checked(split), total=len(split) if total is None else total, desc=f"  {desc}", unit="batch",
+                    leave=False, disable=not show, file=sys.stderr)
 
     def progress(self, items, desc: str, unit: str = "layer"):
         """A progress bar over any loop (hidden when quiet or not on a terminal)."""
         show = not self.quiet and sys.stderr.isatty()
-        return tqdm(items, desc=f"  {desc}", unit=unit, leave=False, disable=not show, file=sys.stderr)
+        return tqdm(checked(items), total=len(items) if hasattr(items, "__len__") else None, desc=f"  {desc}",
+                    unit=unit, leave=False, disable=not show, file=sys.stderr)
 
     def layer_fqn(self, node_name: str) -> str:
         """Module path of an FX node; other ops get ``scope:node`` (``(root):add`` at the top level).

@@ -18,6 +18,20 @@ def first_line(exc: BaseException) -> str:
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
 
 
+def is_own_bug(exc: BaseException) -> bool:
+    """Whether an exception was raised by qreport's own code rather than inside torch or another library: the
+    innermost frame of its traceback is in the qreport package."""
+    import traceback
+    from pathlib import Path
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return False
+    package = Path(__file__).resolve().parent
+    innermost = Path(frames[-1].filename).resolve()
+    return package in innermost.parents
+
+
 class QReportError(Exception):
     """A problem with the user's input or environment, shown as one line."""
 

@@ -12,10 +12,11 @@ import torch
 import torchvision
 
 import qreport
+from qreport import interrupt
 from qreport import data as data_mod
 from qreport.config import BuildConfig, render_qconfig_toml
 from qreport.context import BuildContext
-from qreport.errors import InputError, QReportError, first_line
+from qreport.errors import InputError, QReportError, first_line, is_own_bug
 from qreport.flows import FLOWS, quiet_torch
 from qreport.macs import macs_per_module
 from qreport.progress import Progress
@@ -24,6 +25,7 @@ from qreport.schema import SCHEMA_VERSION
 from qreport.scoring import first_tensor
 from qreport.stages import ORDER
 from qreport.stages.fix import fix_overrides
+from qreport.stages.result import as_result
 from qreport.store import RunWriter
 from qreport.timestamp import build_timestamp
 
@@ -150,10 +152,7 @@ def _quantize(ctx: BuildContext, example, progress: Progress, verbose: bool) -> 
     """Prepare, calibrate and convert; fill the context's graph facts. Returns the step timings."""
     timings = {}
     t = time.perf_counter()
-    ctx.prepared = ctx.flow.prepare(ctx.loaded.module, example)
-    with torch.no_grad(), quiet_torch(verbose):
-        for x in ctx.batches(ctx.data.calibration, "calibrate"):
-            ctx.prepared(x)
+    ctx.prepared = ctx.flow.calibrated(ctx.loaded.module, example, ctx.batches(ctx.data.calibration, "calibrate"))
     timings["calibrate"] = time.perf_counter() - t
     ctx.reference = ctx.flow.reference(ctx.loaded.module, ctx.prepared)
     note = ctx.flow.reference_note(ctx.loaded.module)
@@ -177,6 +176,7 @@ def _run_stages(ctx: BuildContext, writer: RunWriter, progress: Progress, verbos
     """Every stage in order, each table written as it finishes; a stage that fails is recorded, not fatal."""
     stages: dict[str, dict] = {}
     for name, run in ORDER:
+        interrupt.check()
         t = time.perf_counter()
         if name in ctx.flow.unsupported_stages:
             stages[name] = {"status": "skipped", "error": ctx.flow.unsupported_stages[name], "seconds": 0.0}
@@ -185,10 +185,12 @@ def _run_stages(ctx: BuildContext, writer: RunWriter, progress: Progress, verbos
             continue
         try:
             with quiet_torch(verbose):
-                table = run(ctx)
+                result = as_result(name, run(ctx))
         except QReportError:
             raise
-        except Exception as exc:  # a Numeric Suite call that fails on this model
+        except Exception as exc:  # a Numeric Suite call that fails on this model (qreport's own bugs re-raise)
+            if is_own_bug(exc):
+                raise
             err = f"{exc.__class__.__name__}: {first_line(exc)}"[:300]
             stages[name] = {"status": "failed", "error": err, "seconds": time.perf_counter() - t}
             ctx.stage_status[name] = "failed"
@@ -198,12 +200,13 @@ def _run_stages(ctx: BuildContext, writer: RunWriter, progress: Progress, verbos
             continue
         finally:
             gc.collect()  # a stage's graph modules hold reference cycles: free its model copies before the next
-        tables = table if isinstance(table, dict) else {name: table}
-        for table_name, df in tables.items():
+        for table_name, df in result.tables.items():
             ctx.tables[table_name] = df
             writer.write_table(table_name, df)
+        ctx.notes.extend(result.notes)
+        ctx.uncompared[name] = result.uncompared
         ctx.stage_status[name] = "ok"
-        rows = len(tables[name])
+        rows = len(result.tables[name])
         seconds = time.perf_counter() - t
         stages[name] = {"status": "ok", "rows": int(rows), "seconds": seconds}
         progress.done(name, f"{rows} row{'s' if rows != 1 else ''}", seconds)

@@ -266,6 +266,14 @@ class FxStaticFlow:
             self._bridges = float_bridges(model, graph, scopes, self._kept_float)
             return self._prepare_fx(copy.deepcopy(model), example, custom)
 
+    def calibrated(self, model: nn.Module, example: torch.Tensor, batches) -> nn.Module:
+        """A prepared copy of ``model`` whose observers have seen ``batches`` (prepare, then calibrate)."""
+        prepared = self.prepare(model, example)
+        with torch.no_grad(), quiet_torch(self.verbose, self.notes):
+            for x in batches:
+                prepared(x)
+        return prepared
+
     def _prepare_fx(self, model: nn.Module, example: torch.Tensor, custom) -> nn.Module:
         from torch.ao.quantization.quantize_fx import prepare_fx
 

@@ -6,6 +6,7 @@ import pandas as pd
 import torch
 
 from qreport.flows.fx import FLOAT_NAME, QUANT_NAME, make_streaming_logger, short_type
+from qreport.stages.result import StageResult
 from qreport.stages.tables import stage_frame
 from qreport.streaming import LayerPairing
 
@@ -49,7 +50,7 @@ def uncompared(ctx, pairing: LayerPairing) -> list[dict]:
     return out
 
 
-def run(ctx) -> pd.DataFrame:
+def run(ctx) -> StageResult:
     """Stream every evaluation batch through both logged models; keep only running statistics."""
     pairing = new_pairing(ctx)
     float_logged, quant_logged = ctx.flow.logged_models(ctx.reference, ctx.prepared, make_streaming_logger(pairing))
@@ -57,5 +58,5 @@ def run(ctx) -> pd.DataFrame:
         for x in ctx.batches(ctx.data.evaluation, "activations"):
             quant_logged(x)  # int8 first: its (1-byte) tensors wait, each float one is folded as it arrives
             float_logged(x)
-    ctx.uncompared["activations"] = uncompared(ctx, pairing)
-    return stage_frame("activations", pairing_rows(ctx, pairing))
+    return StageResult({"activations": stage_frame("activations", pairing_rows(ctx, pairing))},
+                       uncompared=uncompared(ctx, pairing))

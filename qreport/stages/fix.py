@@ -69,11 +69,9 @@ def _requantize(ctx, extra: list[ModuleOverride], data: str = "") -> nn.Module:
     """A real int8 model with ``extra`` applied on top of the user's overrides, calibrated on the run's data (or a
     rung's); it must run on one batch."""
     flow = ctx.flow.with_overrides(merged_overrides(ctx.config.overrides, extra))
-    prepared = flow.prepare(ctx.loaded.module, ctx.data.example())
+    prepared = flow.calibrated(ctx.loaded.module, ctx.data.example(), ctx.batches(_calibration(ctx, data), "fix: calibrate"))
+    quantized = flow.convert(prepared)
     with torch.no_grad():
-        for x in ctx.batches(_calibration(ctx, data), "fix: calibrate"):
-            prepared(x)
-        quantized = flow.convert(prepared)
         quantized(ctx.data.example())
     return quantized
 

@@ -16,6 +16,7 @@ from qreport.flows.fx import short_type
 from qreport.flows.fx_sim import Simulator
 from qreport.locations import SIM_ACTIVATIONS, SIM_ALL, SIM_REAL, SIM_WEIGHTS
 from qreport.scoring import first_tensor, score_outputs
+from qreport.stages.result import StageResult
 
 GREEDY_MAX_LAYERS = 10
 GREEDY_MAX_TRIES = 20  # candidates tried (kept or not) before the search stops
@@ -37,7 +38,7 @@ def _score(refs, outs) -> tuple[float, float]:
     return scored["output_sqnr_db"], scored["top1_agreement"]
 
 
-def run(ctx) -> pd.DataFrame:
+def run(ctx) -> StageResult:
     """Rows of kind ``model`` (simulated whole-model configurations) and ``layer`` (one per quantized op)."""
     batches = _images(ctx.data.evaluation, ctx.config.sensitivity_images)
     sim = Simulator(ctx.prepared, ctx.quantized, ctx.data.calibration)
@@ -63,8 +64,11 @@ def run(ctx) -> pd.DataFrame:
         _model_row(SIM_WEIGHTS, *measure(activations=False)),
         _model_row(SIM_ACTIVATIONS, *measure(weights=False)),
     ]
-    layers = _worst_first(ctx, [op for op in sim.ops if (op in sim.weights or op in _quantized_ops(ctx, sim))
-                                and op not in passes])
+    candidates = [op for op in sim.ops if (op in sim.weights or op in _quantized_ops(ctx, sim)) and op not in passes]
+    layers = _worst_first(ctx, candidates)
+    notes = [] if len(layers) == len(candidates) else [
+        f"sensitivity simulated for {len(layers)} of {len(candidates)} layers, the lowest SQNR first "
+        "(--sensitivity-layers)"]
     measured = []
     for order, op in enumerate(ctx.progress(layers, "sensitivity")):
         float_db, float_top1 = measure(float_ops={op})
@@ -84,7 +88,7 @@ def run(ctx) -> pd.DataFrame:
             "images": sum(b.shape[0] for b in batches), "target_sqnr_db": ctx.config.target_sqnr,
             "sim_vs_real_db": math.nan,
         })
-    return pd.DataFrame(rows)
+    return StageResult({"sensitivity": pd.DataFrame(rows)}, notes=notes)
 
 
 def _greedy(measured, base_db: float, target: float, measure) -> dict[str, tuple[int, float]]:
@@ -153,8 +157,6 @@ def _worst_first(ctx, layers: list[str]) -> list[str]:
         if table is not None and len(table):
             keys.append(table.groupby("layer")["sqnr_db"].min().to_dict())
     worst = sorted(layers, key=lambda op: tuple(k.get(op, math.inf) for k in keys) + (rank[op],))[:cap]
-    ctx.notes.append(f"sensitivity simulated for {cap} of {len(layers)} layers, the lowest SQNR first "
-                     "(--sensitivity-layers)")
     return sorted(worst, key=rank.get)
 
 
