@@ -20,11 +20,39 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+Inputs = torch.Tensor | tuple  # one tensor, or a tuple of tensors for a model with several inputs
+
+
+def model_args(inputs: Inputs) -> tuple:
+    """The positional arguments a batch of ``inputs`` is passed to the model as."""
+    return inputs if isinstance(inputs, tuple) else (inputs,)
+
+
+def call(model, inputs: Inputs):
+    """Run ``model`` on one batch (several inputs are passed as positional arguments)."""
+    return model(*model_args(inputs))
+
+
+def batch_len(inputs: Inputs) -> int:
+    """How many samples a batch holds."""
+    return int(model_args(inputs)[0].shape[0])
+
+
+def take(inputs: Inputs, rows) -> Inputs:
+    """The ``rows`` (a slice or index list) of every input of a batch."""
+    return tuple(t[rows] for t in inputs) if isinstance(inputs, tuple) else inputs[rows]
+
+
+def describe_shapes(inputs: Inputs) -> str:
+    """``(3, 32, 32)``, or ``(12,) + (12,)`` for two inputs, without the batch dimension."""
+    return " + ".join(str(tuple(t.shape[1:])) for t in model_args(inputs))
+
+
 @dataclasses.dataclass
 class Batch:
     """Model inputs with their labels (None when the source has none) and a name per input."""
 
-    inputs: torch.Tensor
+    inputs: Inputs
     labels: torch.Tensor | None
     names: list[str]
 
@@ -71,7 +99,7 @@ class DataSource:
         """Every unreadable file of both sources, calibration's first, each once."""
         return list(dict.fromkeys(self.skipped_files + self.evaluation_skipped))
 
-    def example(self) -> torch.Tensor:
+    def example(self) -> Inputs:
         """One batch, to trace the model with."""
         for batch in self.calibration:
             return batch
@@ -242,7 +270,20 @@ def image_folder(
     )
 
 
-def _tensor_inputs(obj, path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _check_tensor(t, path: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor) or t.dim() < 1 or t.shape[0] == 0:
+        raise InputError(f"input file {path} must hold a tensor of shape [N, ...] (or {{'inputs': tensor}}, or "
+                         "{'inputs': (tensor, tensor, ...)} for a model with several inputs)")
+    if t.is_floating_point():
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise InputError(f"input file {path} has {bad} NaN/Inf values; clean the inputs first")
+    elif t.dtype == torch.bool or t.is_complex():
+        raise InputError(f"input file {path} holds {t.dtype} inputs; save float inputs or integer token ids")
+    return t
+
+
+def _tensor_inputs(obj, path: str) -> tuple[Inputs, torch.Tensor | None]:
     """The inputs and labels a ``.pt`` file holds, checked: one-line errors name what is wrong."""
     labels = None
     if isinstance(obj, dict):
@@ -252,19 +293,21 @@ def _tensor_inputs(obj, path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
                              f"and 'classes'); found keys {', '.join(map(repr, sorted(map(str, obj))))}")
         labels = obj.get("labels")
         obj = obj["inputs"]
-    if not isinstance(obj, torch.Tensor) or obj.dim() < 2 or obj.shape[0] == 0:
-        raise InputError(f"input file {path} must hold a tensor of shape [N, ...] (or {{'inputs': tensor}})")
-    if obj.is_floating_point():
-        bad = int((~torch.isfinite(obj)).sum())
-        if bad:
-            raise InputError(f"input file {path} has {bad} NaN/Inf values; clean the inputs first")
-    elif obj.dtype == torch.bool or obj.is_complex():
-        raise InputError(f"input file {path} holds {obj.dtype} inputs; save float inputs or integer token ids")
+    if isinstance(obj, (tuple, list)) and obj:
+        inputs = tuple(_check_tensor(t, path) for t in obj)
+        if len({t.shape[0] for t in inputs}) != 1:
+            raise InputError(f"input file {path}: the model's inputs hold different numbers of samples "
+                             f"({', '.join(str(t.shape[0]) for t in inputs)}); give each the same first dimension")
+    else:
+        inputs = _check_tensor(obj, path)
+        if inputs.dim() < 2 and inputs.is_floating_point():
+            raise InputError(f"input file {path} must hold a tensor of shape [N, ...] (or {{'inputs': tensor}})")
+    n = batch_len(inputs)
     if labels is not None:
         if not isinstance(labels, torch.Tensor) or labels.dim() < 1:
             raise InputError(f"input file {path}: 'labels' must be a tensor with one entry per input")
-        if labels.shape[0] != obj.shape[0]:
-            raise InputError(f"input file {path} has {obj.shape[0]} inputs but {labels.shape[0]} labels; "
+        if labels.shape[0] != n:
+            raise InputError(f"input file {path} has {n} inputs but {labels.shape[0]} labels; "
                              "save one label per input")
         if not labels.is_floating_point():
             if labels.dim() != 1:
@@ -275,7 +318,7 @@ def _tensor_inputs(obj, path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
             labels = labels.to(torch.int64)
         elif not bool(torch.isfinite(labels).all()):
             raise InputError(f"input file {path}: 'labels' has NaN/Inf values; clean the targets first")
-    return obj, labels
+    return inputs, labels
 
 
 def tensor_file(path: str, batch_size: int, calib_batches: int, eval_batches: int) -> DataSource:
@@ -295,7 +338,7 @@ def tensor_file(path: str, batch_size: int, calib_batches: int, eval_batches: in
     if class_names is not None and (not isinstance(class_names, (list, tuple))
                                     or not all(isinstance(c, str) for c in class_names)):
         raise InputError(f"input file {path}: 'classes' must be a list of class names, one per class index")
-    n = inputs.shape[0]
+    n = batch_len(inputs)
     index = torch.arange(n)
     n_calib = min(n, calib_batches * batch_size)
     calib, rest = index[:n_calib], index[n_calib:]
@@ -308,16 +351,17 @@ def tensor_file(path: str, batch_size: int, calib_batches: int, eval_batches: in
     def batches(chosen: torch.Tensor):
         def make(i: int) -> Batch:
             rows = chosen[i * batch_size:(i + 1) * batch_size]
-            return Batch(inputs[rows], labels[rows] if labels is not None else None, [f"#{int(r)}" for r in rows])
+            return Batch(take(inputs, rows), labels[rows] if labels is not None else None, [f"#{int(r)}" for r in rows])
 
         return make
 
     def count(t):
         return (t.shape[0] + batch_size - 1) // batch_size
 
-    kind = "" if inputs.is_floating_point() else f" {str(inputs.dtype).removeprefix('torch.')}"
+    first = model_args(inputs)[0]
+    kind = "" if first.is_floating_point() else f" {str(first.dtype).removeprefix('torch.')}"
     return DataSource(
-        description=f"tensor file {p.name} ({n}{kind} inputs of shape {tuple(inputs.shape[1:])}"
+        description=f"tensor file {p.name} ({n}{kind} inputs of shape {describe_shapes(inputs)}"
                     f"{', labelled' if labels is not None else ''})",
         calibration=Split("calibration", count(calib), batches(calib)),
         evaluation=Split("evaluation", count(evaluation), batches(evaluation)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from qreport.data import call, take
 from qreport.qtypes import WEIGHTED_LAYERS
 
 
@@ -20,7 +21,7 @@ def macs_per_module(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
             hooks.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model(example[:1])
+            call(model, take(example, slice(0, 1)))
     finally:
         for h in hooks:
             h.remove()

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from qreport.data import batch_len, call, model_args
 from qreport.errors import InputError
 
 DEFAULT_IMAGE_SHAPE = (3, 224, 224)
@@ -252,9 +253,10 @@ def recalibrate_batchnorm(model: nn.Module, batches) -> int:
     batches = list(batches)
     if not norms or not batches:
         return 0
-    if any(len(x) < 2 for x in batches):
-        batches = [torch.cat(batches)]
-        if len(batches[0]) < 2:
+    if any(batch_len(x) < 2 for x in batches):
+        batches = [tuple(torch.cat(parts) for parts in zip(*map(model_args, batches)))]
+        batches = [batches[0] if len(batches[0]) > 1 else batches[0][0]]
+        if batch_len(batches[0]) < 2:
             return 0
     saved = {m: (m.momentum, copy.deepcopy(m.state_dict())) for m in norms}
     model.eval()  # only the BatchNorms train: no dropout, no training-only branches (inception's aux head)
@@ -264,7 +266,7 @@ def recalibrate_batchnorm(model: nn.Module, batches) -> int:
         m.train()
     try:
         for x in batches:
-            model(x)
+            call(model, x)
     except BaseException:
         for m, (_, state) in saved.items():
             m.load_state_dict(state)

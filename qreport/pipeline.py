@@ -62,12 +62,12 @@ def _check_runs(model, example, data: data_mod.DataSource) -> None:
     """The float model runs on the example batch, and the labels fit its outputs."""
     try:
         with torch.no_grad():
-            out = first_tensor(model(example))
+            out = first_tensor(data_mod.call(model, example))
     except Exception as exc:  # the user's model or input shape
-        hint = "pass the right --input-shape" if example.is_floating_point() else \
+        hint = "pass the right --input-shape" if data_mod.model_args(example)[0].is_floating_point() else \
             "check the token ids and the --input-shape"
         raise InputError(
-            f"the float model fails on an input of shape {tuple(example.shape)} "
+            f"the float model fails on an input of shape {data_mod.describe_shapes(example)} "
             f"({exc.__class__.__name__}: {first_line(exc)[:160]}); {hint}"
         ) from None
     if data.max_label is not None:
@@ -138,7 +138,7 @@ def _check_int8_runs(ctx: BuildContext, example, progress: Progress) -> None:
     """Warn (terminal and report) when torch's int8 kernels cannot run the converted model at all."""
     try:
         with torch.no_grad():
-            ctx.quantized(example)
+            data_mod.call(ctx.quantized, example)
     except Exception as exc:  # a kernel limitation of this backend, not the user's input
         other = "qnnpack" if ctx.config.backend == "x86" else "x86"
         detail = f"{exc.__class__.__name__}: {first_line(exc)[:120]}"
@@ -235,7 +235,8 @@ def _manifest(ctx: BuildContext, example, stages: dict, timings: dict) -> dict:
         "fingerprint": cfg.fingerprint(),
         "flow": ctx.flow.name,
         "engine": torch.backends.quantized.engine,
-        "model": {"name": loaded.name, "source": loaded.source, "input_shape": list(example.shape[1:]),
+        "model": {"name": loaded.name, "source": loaded.source, "input_shape": list(data_mod.model_args(example)[0].shape[1:]),
+                  "input_shapes": [list(t.shape[1:]) for t in data_mod.model_args(example)],
                   "parameters": int(sum(p.numel() for p in loaded.module.parameters()))},
         "weights": {"source": loaded.weights_source, "trained": loaded.weights_trained, "note": loaded.weights_note},
         "data": {"source": data.description, "calibration_batches": len(data.calibration),

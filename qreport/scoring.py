@@ -9,6 +9,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from qreport.data import call
 from qreport.stats import mcnemar_p, paired_difference_interval, wilson_interval
 from qreport.streaming import LayerStats
 
@@ -64,7 +65,7 @@ def score_outputs(pairs) -> dict:
 def agreement(float_model, quantized, batches) -> dict:
     """Output SQNR and top-1 agreement of ``quantized`` against ``float_model`` over ``batches``."""
     with torch.no_grad():
-        return score_outputs((float_model(x), quantized(x)) for x in batches)
+        return score_outputs((call(float_model, x), call(quantized, x)) for x in batches)
 
 
 @dataclasses.dataclass
@@ -131,8 +132,8 @@ def evaluate(reference, quantized, batches: Iterable, metric: Callable | None = 
     float_pred, int8_pred = [], []
     with torch.no_grad():
         for batch in batches:
-            ref = first_tensor(reference(batch.inputs)).float()
-            out = _float(first_tensor(quantized(batch.inputs)))
+            ref = first_tensor(call(reference, batch.inputs)).float()
+            out = _float(first_tensor(call(quantized, batch.inputs)))
             pairs.append((ref, out))
             if batch.labels is None:
                 continue

@@ -255,3 +255,28 @@ def test_rnet_fix_restores_accuracy_and_fix_toml_builds_and_agrees(rnet_run, rne
     assert coverage.loc["prelu4", "status"] == "float" and "kept float by qconfig" in coverage.loc["prelu4", "note"]
     stages = json.loads((again / "manifest.json").read_text())["stages"]
     assert all(s["status"] == "ok" for s in stages.values()), stages
+
+
+def test_a_model_with_two_inputs_takes_a_tuple_of_inputs(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    data = tmp_path / "pairs.pt"
+    torch.save({"inputs": (torch.randn(24, 3, 8, 8, generator=g), torch.randn(24, 4, generator=g)),
+                "labels": torch.randint(0, 5, (24,), generator=g)}, data)
+    out = tmp_path / "run"
+    assert main(["build", "--model", toy("two_input_net"), "--data", str(data), "--out", str(out),
+                 "--batch-size", "4", "--calib-batches", "2", "--eval-batches", "4", "-q"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["input_shapes"] == [[3, 8, 8], [4]]
+    assert "(3, 8, 8) + (4,)" in manifest["data"]["source"]
+    model = pd.read_parquet(out / "model.parquet").iloc[0]
+    assert model.labelled_samples == 16 and model.output_sqnr_db > 20
+    stages = manifest["stages"]
+    assert stages["activations"]["status"] == "ok" and stages["weights"]["rows"] == 3
+
+
+def test_inputs_of_different_lengths_are_refused(tmp_path, capsys):
+    data = tmp_path / "bad.pt"
+    torch.save({"inputs": (torch.randn(8, 3, 8, 8), torch.randn(7, 4))}, data)
+    assert main(["build", "--model", toy("two_input_net"), "--data", str(data), "--out", str(tmp_path / "o"),
+                 "-q"]) == 3
+    assert "different numbers of samples (8, 7)" in capsys.readouterr().err

@@ -251,3 +251,23 @@ class EmbeddingClassifier(nn.Module):
 def embedding_classifier():
     torch.manual_seed(0)
     return EmbeddingClassifier()
+
+
+class TwoInputNet(nn.Module):
+    """An image and a feature vector: conv features of the image joined with the vector, then a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.features = nn.Linear(4, 8)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, image, vector):
+        x = torch.flatten(self.pool(torch.relu(self.conv(image))), 1)
+        return self.head(torch.cat([x, torch.relu(self.features(vector))], dim=1))
+
+
+def two_input_net():
+    torch.manual_seed(0)
+    return TwoInputNet()

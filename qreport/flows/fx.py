@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qreport.config import ModuleOverride
+from qreport.data import call, model_args
 from qreport.errors import InputError
 from qreport.flows.fx_checks import check_finite_parameters, check_traceable, resolve_non_traceable
 from qreport.flows.fx_regions import float_bridges, fused_followers
@@ -271,13 +272,13 @@ class FxStaticFlow:
         prepared = self.prepare(model, example)
         with torch.no_grad(), quiet_torch(self.verbose, self.notes):
             for x in batches:
-                prepared(x)
+                call(prepared, x)
         return prepared
 
     def _prepare_fx(self, model: nn.Module, example: torch.Tensor, custom) -> nn.Module:
         from torch.ao.quantization.quantize_fx import prepare_fx
 
-        return prepare_fx(model.eval(), self.qconfig_mapping(), (example,), prepare_custom_config=custom)
+        return prepare_fx(model.eval(), self.qconfig_mapping(), model_args(example), prepare_custom_config=custom)
 
     def reference(self, float_model: nn.Module, prepared: nn.Module) -> nn.Module:
         """The model the int8 one is compared with: the float model."""

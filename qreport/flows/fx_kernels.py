@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from qreport.data import call
 from qreport.metrics import sqnr_db
 from qreport.qtypes import WEIGHTED_LAYERS
 
@@ -37,7 +38,7 @@ def _inputs(quantized: nn.Module, names: list[str], example) -> dict[str, torch.
     hooks = [quantized.get_submodule(n).register_forward_pre_hook(recorder(n)) for n in names]
     try:
         with torch.no_grad():
-            quantized(example)
+            call(quantized, example)
     finally:
         for h in hooks:
             h.remove()

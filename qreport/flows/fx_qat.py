@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from qreport.config import ModuleOverride
+from qreport.data import model_args
 from qreport.errors import InputError
 from qreport.flows.fx import FxStaticFlow, quiet_torch
 
@@ -71,7 +72,8 @@ class FxQatFlow(FxStaticFlow):
         from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
         # Prepared in training mode (QAT modules), then evaluated: calibration updates the fake-quant ranges only.
-        return prepare_qat_fx(model.train(), self.qconfig_mapping(), (example,), prepare_custom_config=custom).eval()
+        return prepare_qat_fx(model.train(), self.qconfig_mapping(), model_args(example),
+                              prepare_custom_config=custom).eval()
 
     def weight_pairs(self, prepared: nn.Module, quantized: nn.Module) -> list[dict]:
         """Matched (weight the fake-quant model computes with, int8 weight) pairs, in model order.

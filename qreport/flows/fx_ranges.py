@@ -9,6 +9,8 @@ import math
 import torch
 from torch import nn
 
+from qreport.data import call
+
 
 class _RangeRecorder(nn.Module):
     """Stands in for one observer: records per-image |max| (calibration) or values outside a range (evaluation)."""
@@ -94,11 +96,11 @@ def activation_ranges(prepared: nn.Module, calibration, evaluation) -> list[dict
     with torch.no_grad():
         for batch in calibration:
             names.extend(batch.names)
-            model(batch.inputs)
+            call(model, batch.inputs)
         for recorder, _, _ in recorders.values():
             recorder.mode = "evaluation"
         for batch in evaluation:
-            model(batch.inputs)
+            call(model, batch.inputs)
     rows = []
     for layer, (rec, observer, op) in recorders.items():
         if not rec.per_image or len(rec.per_image) != len(names):

@@ -14,6 +14,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from qreport.data import call
 from qreport.qtypes import INT8_DTYPES, INT_RANGE, WEIGHTED_LAYERS
 
 
@@ -127,7 +128,7 @@ class Simulator:
         for edge in self.edges:
             edge.module.record(True)
         for x in calibration:
-            self.model(x)
+            call(self.model, x)
         for edge in self.edges:
             edge.module.record(False)
 
@@ -154,4 +155,4 @@ class Simulator:
     @torch.no_grad()
     def outputs(self, batches) -> list[torch.Tensor]:
         """The model's outputs for ``batches`` under the current configuration."""
-        return [self.model(x) for x in batches]
+        return [call(self.model, x) for x in batches]

@@ -62,7 +62,7 @@ def resolve(graph_rows, names) -> dict[str, list[str]]:
         by_fqn.setdefault(r["layer_fqn"], []).append(r["node"])
     out = {}
     for n in names:
-        found = [n] if n in known else [renamed[n]] if n in renamed else by_fqn.get(n, [])
+        found = [renamed[n]] if n in renamed else [n] if n in known else by_fqn.get(n, [])
         if found:
             out[n] = found
     return out
@@ -89,8 +89,8 @@ def _columns(rank: dict, edges: list) -> list[tuple[int, int, str | None]]:
 
 
 def layout(graph_rows) -> dict:
-    """Positions in px: ``boxes`` {(column, node): (x, y, w, h, lane)} (a node repeated atop a column keeps its own
-    key with that column), ``edges`` [(column, u, v)] and ``width``/``height``; the same rows give the same layout."""
+    """Positions in px: ``boxes`` {(column, node): (x, y, w, h)} (an op repeated atop the next column is keyed with
+    that column too), ``edges`` [(column, u, v)], ``tracks`` {(column, u, v): gutter x} and ``width``/``height``."""
     rows = sorted(graph_rows, key=lambda r: (r["order"], r["node"]))
     info = {r["node"]: r for r in rows}
     rank, edges = {}, []
@@ -98,45 +98,37 @@ def layout(graph_rows) -> dict:
         ins = [i for i in dict.fromkeys(r["inputs"]) if i in rank]
         rank[r["node"]] = 1 + max(rank[i] for i in ins) if ins else 0
         edges += [(i, r["node"]) for i in ins]
-    if not rows:
-        return {"boxes": {}, "edges": [], "tracks": {}, "rank": {}, "width": 0, "height": 0}
     boxes, placed, tracks, x0, height = {}, [], {}, PAD, 0
-    for c, (lo, hi, ghost) in enumerate(_columns(rank, edges)):
-        top = lo - 1 if ghost else lo
-        members = ([ghost] if ghost else []) + [r["node"] for r in rows if lo <= rank[r["node"]] <= hi]
+    for c, (lo, hi, ghost) in enumerate(_columns(rank, edges) if rows else []):
+        top = rank[ghost] if ghost else lo
         lane, used = {}, {}
-        for n in members:
-            at = top if n == ghost and rank[n] < lo else rank[n]
-            pref = next((lane[i] for i in info[n]["inputs"] if i in lane), 0) if n != ghost else 0
-            free = used.setdefault(at, set())
+        for n in ([ghost] if ghost else []) + [r["node"] for r in rows if lo <= rank[r["node"]] <= hi]:
+            pref = next((lane[i] for i in info[n]["inputs"] if i in lane), 0)
+            free = used.setdefault(rank[n], set())
             lane[n] = min((k for k in range(pref + len(free) + 1) if k not in free), key=lambda k: (abs(k - pref), -k))
             free.add(lane[n])
-        col_edges = [(u, v) for u, v in edges if v in lane and u in lane and (u, v) != (ghost, ghost)]
-        at = {n: (top if n == ghost else rank[n]) for n in lane}
-        lanes = max(lane.values()) + 1
-        load = [[] for _ in range(lanes)]  # per gutter: the last rank each track is busy to
-        for u, v in sorted(col_edges, key=lambda e: (at[e[0]], at[e[1]], info[e[1]]["order"])):
-            if at[v] - at[u] > 1:
+        col_edges = [(u, v) for u, v in edges if u in lane and v in lane]
+        load = [[] for _ in range(max(lane.values()) + 1)]  # per gutter: the rank each track is busy to
+        gutter = {}
+        for u, v in sorted(col_edges, key=lambda e: (rank[e[0]], rank[e[1]], info[e[1]]["order"])):
+            if rank[v] - rank[u] > 1:
                 g = min(lane[u], lane[v])
-                t = next((k for k, end in enumerate(load[g]) if end <= at[u]), len(load[g]))
-                load[g][t:t + 1] = [at[v]]
-                tracks[(c, u, v)] = (g, t)
+                t = next((k for k, end in enumerate(load[g]) if end <= rank[u]), len(load[g]))
+                load[g][t:t + 1] = [rank[v]]
+                gutter[(u, v)] = (g, t)
         lane_x = [x0]
-        for g in range(lanes - 1):
-            lane_x.append(lane_x[-1] + NODE_W + GUTTER + TRACK * len(load[g]))
+        for g in load[:-1]:
+            lane_x.append(lane_x[-1] + NODE_W + GUTTER + TRACK * len(g))
         for n, k in lane.items():
-            small = info[n]["runs"] == "int8 pass-through"
-            w, h = (PASS_W, PASS_H) if small else (NODE_W, NODE_H)
-            boxes[(c, n)] = (lane_x[k] + (NODE_W - w) // 2, PAD + (at[n] - top) * ROW + (NODE_H - h) // 2, w, h, k)
-        for u, v in col_edges:
-            placed.append((c, u, v))
+            w, h = (PASS_W, PASS_H) if info[n]["runs"] == "int8 pass-through" else (NODE_W, NODE_H)
+            boxes[(c, n)] = (lane_x[k] + (NODE_W - w) // 2, PAD + (rank[n] - top) * ROW + (NODE_H - h) // 2, w, h)
+        for (u, v), (g, t) in gutter.items():
+            tracks[(c, u, v)] = lane_x[g] + NODE_W + GUTTER // 2 + TRACK * t
+        placed += [(c, u, v) for u, v in col_edges]
         height = max(height, PAD + (hi - top) * ROW + NODE_H + PAD)
-        x0 = lane_x[-1] + NODE_W + GUTTER + TRACK * len(load[lanes - 1]) + COLUMN_GAP
-        for (cc, u, v), (g, t) in list(tracks.items()):
-            if cc == c:
-                tracks[(cc, u, v)] = (lane_x[g] + NODE_W + GUTTER // 2 + TRACK * t, t)
-    return {"boxes": boxes, "edges": placed, "tracks": {k: x for k, (x, _) in tracks.items()}, "rank": rank,
-            "width": x0 - COLUMN_GAP + PAD, "height": height}
+        x0 = lane_x[-1] + NODE_W + GUTTER + TRACK * len(load[-1]) + COLUMN_GAP
+    return {"boxes": boxes, "edges": placed, "tracks": tracks, "width": max(0, x0 - COLUMN_GAP + PAD),
+            "height": height}
 
 
 def _clip(text: str, n: int, keep_end: bool = False) -> str:
@@ -145,30 +137,36 @@ def _clip(text: str, n: int, keep_end: bool = False) -> str:
     return "…" + text[-(n - 1):] if keep_end else text[:n - 1] + "…"
 
 
-def _edge(box_u, box_v, gx) -> str:
+def _edge(box_u, box_v, gx, slot: int) -> str:
+    """An edge's path; ``slot`` shifts where it enters v, so the inputs of an add arrive side by side."""
     xu, yu = box_u[0] + box_u[2] // 2, box_u[1] + box_u[3]
-    xv, yv = box_v[0] + box_v[2] // 2, box_v[1]
+    xv, yv = box_v[0] + box_v[2] // 2 + slot, box_v[1]
     if gx is None:
         if xu == xv:
             return f"M{xu} {yu}V{yv}"
         ym = (yu + yv) // 2
         return f"M{xu} {yu}C{xu} {ym} {xv} {ym} {xv} {yv}"
-    below = yu - (box_u[3] - NODE_H) // 2 + (ROW - NODE_H) // 2  # middle of the gap under u's row
-    above = yv - (box_v[3] - NODE_H) // 2 - (ROW - NODE_H) // 2
+    below = yu + (NODE_H - box_u[3]) // 2 + (ROW - NODE_H) // 2  # the middle of the gap under u's row
+    above = yv - (NODE_H - box_v[3]) // 2 - (ROW - NODE_H) // 2
     return f"M{xu} {yu}C{xu} {below} {xu} {below} {gx} {below}V{above}C{xv} {above} {xv} {above} {xv} {yv}"
 
 
-def _swatch(fill: str, stroke: str = OUTLINE, width: float = 1, dash: str = "", opacity: str = "") -> str:
+def _swatch(fill: str, stroke: str = OUTLINE, width: float = 1, dash: str = "", opacity: str = "",
+            strip: str = "") -> str:
     extra = (f' stroke-dasharray="{dash}"' if dash else "") + (f' opacity="{opacity}"' if opacity else "")
+    inner = f'<rect x="1.5" y="1.5" width="5" height="11" fill="{strip}"/>' if strip else ""
     return (f'<svg width="22" height="14" viewBox="0 0 22 14" aria-hidden="true" style="vertical-align:middle">'
-            f'<rect x="1.5" y="1.5" width="19" height="11" rx="2" fill="{fill}" stroke="{stroke}" '
+            f'<rect x="1.5" y="1.5" width="19" height="11" rx="2" fill="{fill}"/>{inner}'
+            f'<rect x="1.5" y="1.5" width="19" height="11" rx="2" fill="none" stroke="{stroke}" '
             f'stroke-width="{width}"{extra}/></svg>')
 
 
 def graph_view(graph_rows, isolated_db_by_node, propagated_db_by_node, flagged_nodes, card_ids) -> dict:
-    """The graph as ``{"svg", "legend", "nodes", "linked", "columns", "width", "height"}``; dicts are keyed by the
-    tables' ``layer`` (or a module path), fill = isolated SQNR, left strip = propagated, links to ``card_ids``."""
+    """The graph as ``{"svg", "legend", "nodes", "linked", "columns", "width", "height"}`` (None without ops); dicts
+    are keyed by the tables' ``layer`` (or a module path): fill = isolated SQNR, left strip = propagated."""
     rows = [dict(r, inputs=list(r["inputs"])) for r in graph_rows]
+    if not rows:
+        return None
     info = {r["node"]: r for r in rows}
     names = list(isolated_db_by_node) + list(propagated_db_by_node) + list(flagged_nodes) + list(card_ids)
     found = resolve(rows, names)
@@ -193,10 +191,12 @@ def graph_view(graph_rows, isolated_db_by_node, propagated_db_by_node, flagged_n
            f'orient="auto"><path d="M0 0L8 4L0 8z" fill="{EDGE}"/></marker></defs>',
            f'<g fill="none" stroke="{EDGE}" stroke-width="1.3" marker-end="url(#qgraph-arrow)">']
     for c, u, v in sorted(lay["edges"], key=lambda e: (e[0], info[e[2]]["order"], info[e[1]]["order"])):
-        out.append(f'<path d="{_edge(lay["boxes"][(c, u)], lay["boxes"][(c, v)], lay["tracks"].get((c, u, v)))}"/>')
+        ins = [i for i in dict.fromkeys(info[v]["inputs"]) if (c, i) in lay["boxes"]]
+        slot = (2 * ins.index(u) - len(ins) + 1) * 8
+        out.append(f'<path d="{_edge(lay["boxes"][(c, u)], lay["boxes"][(c, v)], lay["tracks"].get((c, u, v)), slot)}"/>')
     out.append("</g>")
     ghosts = 0
-    for (c, n), (x, y, bw, bh, _) in sorted(lay["boxes"].items(), key=lambda kv: (kv[0][0], kv[1][1], kv[1][0])):
+    for (c, n), (x, y, bw, bh) in sorted(lay["boxes"].items(), key=lambda kv: (kv[0][0], kv[1][1], kv[1][0])):
         r = info[n]
         ghost = c > 0 and (c - 1, n) in lay["boxes"]
         ghosts += ghost
@@ -230,9 +230,7 @@ def graph_view(graph_rows, isolated_db_by_node, propagated_db_by_node, flagged_n
     out.append("</svg>")
     legend = [{"swatch": _swatch(colour), "label": label} for _, colour, label in SCALE]
     legend.append({"swatch": _swatch(NOT_COMPARED), "label": "not compared alone"})
-    legend.append({"swatch": _swatch("#fff", OUTLINE) .replace('width="19"', 'width="19"').replace(
-        '<rect x="1.5"', f'<rect x="1.5" y="1.5" width="4" height="11" fill="{SCALE[3][1]}"/><rect x="1.5"', 1),
-        "label": "left strip: propagated SQNR, same scale"})
+    legend.append({"swatch": _swatch("#fff", strip=SCALE[3][1]), "label": "left strip: propagated SQNR, same scale"})
     if any(r["runs"] == "int8 pass-through" for r in rows):
         legend.append({"swatch": _swatch(NOT_COMPARED, EDGE), "label": "small: int8 pass-through (input's scale)"})
     if any(r["runs"] == "float" for r in rows):

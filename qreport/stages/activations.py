@@ -6,6 +6,7 @@ import pandas as pd
 import torch
 
 from qreport.flows.fx import FLOAT_NAME, QUANT_NAME, make_streaming_logger, short_type
+from qreport.data import call
 from qreport.stages.result import StageResult
 from qreport.stages.tables import stage_frame
 from qreport.streaming import LayerPairing
@@ -56,7 +57,7 @@ def run(ctx) -> StageResult:
     float_logged, quant_logged = ctx.flow.logged_models(ctx.reference, ctx.prepared, make_streaming_logger(pairing))
     with torch.no_grad():
         for x in ctx.batches(ctx.data.evaluation, "activations"):
-            quant_logged(x)  # int8 first: its (1-byte) tensors wait, each float one is folded as it arrives
-            float_logged(x)
+            call(quant_logged, x)  # int8 first: its (1-byte) tensors wait, each float one is folded as it arrives
+            call(float_logged, x)
     return StageResult({"activations": stage_frame("activations", pairing_rows(ctx, pairing))},
                        uncompared=uncompared(ctx, pairing))

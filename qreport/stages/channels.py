@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from qreport.data import call
 from qreport.qtypes import WEIGHTED_LAYERS
 
 
@@ -35,7 +36,7 @@ def run(ctx) -> pd.DataFrame:
     try:
         with torch.no_grad():
             for x in ctx.batches(ctx.data.evaluation, "channels"):
-                ctx.reference(x)
+                call(ctx.reference, x)
     finally:
         for h in hooks:
             h.remove()

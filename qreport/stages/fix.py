@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from qreport.config import ModuleOverride, render_qconfig_toml
+from qreport.data import call, take
 from qreport.errors import first_line
 from qreport.overrides import kept_float_by
 from qreport.remedies import Rung, plan
@@ -60,7 +61,7 @@ def _calibration(ctx, data: str):
         for batch in ctx.data.calibration.labelled():
             rows = [i for i, n in enumerate(batch.names) if n != name]
             if rows:
-                kept.append(batch.inputs[rows] if len(rows) < len(batch.names) else batch.inputs)
+                kept.append(take(batch.inputs, rows) if len(rows) < len(batch.names) else batch.inputs)
         return kept
     return ctx.data.calibration
 
@@ -72,7 +73,7 @@ def _requantize(ctx, extra: list[ModuleOverride], data: str = "") -> nn.Module:
     prepared = flow.calibrated(ctx.loaded.module, ctx.data.example(), ctx.batches(_calibration(ctx, data), "fix: calibrate"))
     quantized = flow.convert(prepared)
     with torch.no_grad():
-        quantized(ctx.data.example())
+        call(quantized, ctx.data.example())
     return quantized
 
 

@@ -14,6 +14,7 @@ import torch
 
 from qreport.flows.fx import short_type
 from qreport.flows.fx_sim import Simulator
+from qreport.data import batch_len, call, take
 from qreport.locations import SIM_ACTIVATIONS, SIM_ALL, SIM_REAL, SIM_WEIGHTS
 from qreport.scoring import first_tensor, score_outputs
 from qreport.stages.result import StageResult
@@ -26,8 +27,8 @@ GREEDY_MIN_GAIN_DB = 0.5  # a step must raise the simulated output SQNR this muc
 def _images(split, n: int) -> list[torch.Tensor]:
     out, have = [], 0
     for x in split:
-        out.append(x[: n - have])
-        have += out[-1].shape[0]
+        out.append(take(x, slice(0, n - have)))
+        have += batch_len(out[-1])
         if have >= n:
             break
     return out
@@ -43,8 +44,8 @@ def run(ctx) -> StageResult:
     batches = _images(ctx.data.evaluation, ctx.config.sensitivity_images)
     sim = Simulator(ctx.prepared, ctx.quantized, ctx.data.calibration)
     with torch.no_grad():
-        refs = [first_tensor(ctx.reference(x)).float() for x in batches]
-        real = [first_tensor(ctx.quantized(x)) for x in batches]
+        refs = [first_tensor(call(ctx.reference, x)).float() for x in batches]
+        real = [first_tensor(call(ctx.quantized, x)) for x in batches]
 
     passes = _pass_through_ops(ctx)
     inputs = _graph_inputs(ctx)
@@ -85,7 +86,7 @@ def run(ctx) -> StageResult:
             "float_alone_sqnr_db": float_db, "float_alone_top1": float_top1,
             "quant_alone_sqnr_db": quant_db, "quant_alone_top1": quant_top1,
             "gain_db": float_db - base_db, "greedy_step": step, "greedy_sqnr_db": step_db,
-            "images": sum(b.shape[0] for b in batches), "target_sqnr_db": ctx.config.target_sqnr,
+            "images": sum(batch_len(b) for b in batches), "target_sqnr_db": ctx.config.target_sqnr,
             "sim_vs_real_db": math.nan,
         })
     return StageResult({"sensitivity": pd.DataFrame(rows)}, notes=notes)

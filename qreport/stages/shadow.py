@@ -6,6 +6,7 @@ import torch
 
 from qreport.flows.fx import make_streaming_logger
 from qreport.stages.activations import new_pairing, pairing_rows, uncompared
+from qreport.data import call
 from qreport.stages.result import StageResult
 from qreport.stages.tables import stage_frame
 
@@ -16,7 +17,7 @@ def run(ctx) -> StageResult:
     model, skipped = ctx.flow.shadow_model(ctx.reference, ctx.prepared, make_streaming_logger(pairing))
     with torch.no_grad():
         for x in ctx.batches(ctx.data.evaluation, "shadow"):
-            model(x)
+            call(model, x)
     missing = uncompared(ctx, pairing) + [
         {"layer": "", "layer_fqn": "", "op_type": s["op_type"], "reason": f"Numeric Suite skipped it: {s['reason']}"}
         for s in skipped
