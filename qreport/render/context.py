@@ -21,6 +21,24 @@ SIM_LABELS = {SIM_REAL: "int8 model (real)", SIM_ALL: "all quantized (simulated)
 
 HISTOGRAM_LAYERS = 3
 
+# What a failed stage means for the numbers, and what to do.
+STAGE_MEANING = {
+    "graph": "Without the graph, pass-through ops cannot be told apart and the guidance cannot link causes to places.",
+    "weights": "There is no weights view: weight outliers and per-tensor weights are not checked.",
+    "activations": "There is no propagated view: where error accumulates is unknown, and the verdict cannot be GOOD.",
+    "shadow": "There is no isolated view, so where error originates cannot be told from where it is only carried; "
+              "the propagated view, weights, model and sensitivity still hold. Keeping the op that blocks it float "
+              "(--non-traceable) or comparing without it are the ways round.",
+    "kernels": "The int8 kernels were not checked on their own.",
+    "model": "There are no model-level numbers (output SQNR, agreement, accuracy).",
+    "channels": "Input channel outliers were not measured.",
+    "ranges": "Calibrated ranges were not checked against the data, so calibration faults cannot be named.",
+    "sensitivity": "There is no simulated sensitivity, so no float set is suggested.",
+    "coverage": "Coverage is missing: which layers were compared is not listed.",
+    "guidance": "There is no guidance and no verdict.",
+    "fix": "The remedies were not measured, so none is recommended.",
+}
+
 
 def _records(df: pd.DataFrame | None) -> list[dict]:
     return [] if df is None else df.to_dict("records")
@@ -373,7 +391,7 @@ def build_view(reader: RunReader) -> dict:
             labels, [by_prop.get(k, math.nan) for k in order], iso_values,
             _bad(iso_values, _median(iso_values), t.gap_medium_db))
 
-    stages = [{"name": name, **reader.stage_status(name)} for name in STAGES]
+    stages = [{"name": name, **reader.stage_status(name), "meaning": STAGE_MEANING.get(name, "")} for name in STAGES]
     cov_counts = {}
     for r in coverage:
         cov_counts[r["status"]] = cov_counts.get(r["status"], 0) + 1
