@@ -11,7 +11,7 @@ from qreport.render.fmt import dom_id, fmt_db, fmt_num, fmt_pct
 from qreport.render.graph import resolve
 
 CARDS = 12  # cards in all, unless more layers than this have a high or medium finding (each of those gets one)
-HISTOGRAMS = 6  # the first (worst) cards carry a value histogram; ~27 KB of SVG each keeps the page small
+HISTOGRAMS = 4  # only the first (worst) cards carry a value histogram: ~27 KB of SVG each
 FLAGGED = ("high", "medium")
 
 

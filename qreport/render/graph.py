@@ -185,15 +185,17 @@ def graph_view(graph_rows, isolated_db_by_node, propagated_db_by_node, flagged_n
     lay = layout(rows)
     w, h = lay["width"], lay["height"]
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="qgraph" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
-           f'role="img" aria-label="Model graph: {len(rows)} ops coloured by isolated SQNR" '
+           f'aria-label="Model graph: {len(rows)} ops coloured by isolated SQNR" '
            f'font-family="system-ui,-apple-system,Segoe UI,Roboto,sans-serif">',
            '<defs><marker id="qgraph-arrow" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" markerHeight="7" '
            f'orient="auto"><path d="M0 0L8 4L0 8z" fill="{EDGE}"/></marker></defs>',
            f'<g fill="none" stroke="{EDGE}" stroke-width="1.3" marker-end="url(#qgraph-arrow)">']
     for c, u, v in sorted(lay["edges"], key=lambda e: (e[0], info[e[2]]["order"], info[e[1]]["order"])):
         ins = [i for i in dict.fromkeys(info[v]["inputs"]) if (c, i) in lay["boxes"]]
-        slot = (2 * ins.index(u) - len(ins) + 1) * 8
-        out.append(f'<path d="{_edge(lay["boxes"][(c, u)], lay["boxes"][(c, v)], lay["tracks"].get((c, u, v)), slot)}"/>')
+        room = lay["boxes"][(c, v)][2] // 2 - 6
+        slot = max(-room, min(room, (2 * ins.index(u) - len(ins) + 1) * 8))
+        path = _edge(lay["boxes"][(c, u)], lay["boxes"][(c, v)], lay["tracks"].get((c, u, v)), slot)
+        out.append(f'<path d="{path}"/>')
     out.append("</g>")
     ghosts = 0
     for (c, n), (x, y, bw, bh) in sorted(lay["boxes"].items(), key=lambda kv: (kv[0][0], kv[1][1], kv[1][0])):
@@ -238,6 +240,7 @@ def graph_view(graph_rows, isolated_db_by_node, propagated_db_by_node, flagged_n
     if flagged:
         legend.append({"swatch": _swatch("#fff", INK, 3), "label": "thick outline: high or medium finding"})
     if ghosts:
-        legend.append({"swatch": _swatch(NOT_COMPARED, opacity="0.5"), "label": "faded: continued from the previous column"})
+        legend.append({"swatch": _swatch(NOT_COMPARED, opacity="0.5"),
+                       "label": "faded: continued from the previous column"})
     return {"svg": "".join(out), "legend": legend, "nodes": len(rows), "linked": sum(n in cards for n in info),
             "columns": 1 + max((c for c, _ in lay["boxes"]), default=0), "width": w, "height": h}
