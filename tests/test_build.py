@@ -87,7 +87,7 @@ def test_a_bad_weight_channel_is_the_top_finding_and_the_measured_fix_helps(tmp_
     assert top.change_toml == '"stem.0" = "per_channel"'
     fix = pd.read_parquet(out / "fix.parquet")
     first = fix[fix.step == "rung"].sort_values("rung").iloc[0]
-    assert first.kind == "per_channel" and first.changes == "stem.0 = per_channel"  # the cheapest remedy first
+    assert first.kind == "per_channel" and first.changes == '[modules]\n"stem.0" = "per_channel"\n'  # cheapest first
     steps = fix.set_index("step")
     assert first.kept and first.output_sqnr_db > steps.loc["before", "output_sqnr_db"] + 0.5
     assert steps.loc["after", "output_sqnr_db"] >= first.output_sqnr_db
@@ -150,6 +150,6 @@ def test_a_failing_numeric_suite_call_still_completes_the_run(tmp_path, monkeypa
     assert "KeyError" in m["stages"]["shadow"]["error"]
     assert not (out / "shadow.parquet").exists()
     html = (out / "report.html").read_text()
-    assert "Stage shadow failed" in html
+    assert "The shadow stage failed" in html
     cov = pd.read_parquet(out / "coverage.parquet")
     assert cov[cov.status == "quantized"].note.str.contains("shadow stage failed").all()

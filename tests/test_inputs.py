@@ -175,4 +175,4 @@ def test_dynamic_quantization_of_an_lstm_model_keeps_what_the_suite_can_compare(
     assert "output is a tuple, not a tensor" in coverage.loc["lstm", "note"]
     acts = pd.read_parquet(out / "activations.parquet")
     assert acts.scale.isna().all()  # dynamic: the int8 model's outputs are float
-    assert "Stage shadow failed" in (out / "report.html").read_text()
+    assert "The shadow stage failed" in (out / "report.html").read_text()

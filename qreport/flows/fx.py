@@ -7,6 +7,7 @@ import copy
 import difflib
 import io
 import re
+import sys
 import warnings
 from typing import Callable, Iterable
 
@@ -29,11 +30,32 @@ _CLAMP_FUNCTIONS = {F.relu, F.relu6, F.hardtanh, torch.relu}
 _SKIP_LINE = re.compile(r"skipping shadow loggers for node_b: (?P<b>[^,]+), start_node_a: (?P<a>[^,]+), (?P<why>.*)")
 
 
+class _FxErrorFilter:
+    """stderr without the source listing torch.fx prints before re-raising an error from a traced model (the
+    error itself still reaches the user, in one line); everything else, progress bars included, passes."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.dropped = False
+
+    def write(self, text: str) -> int:
+        dropped, self.dropped = self.dropped, "Call using an FX-traced Module" in text
+        if self.dropped or (dropped and text == "\n"):  # print() writes its end of line on its own
+            return len(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 @contextlib.contextmanager
 def quiet_torch(verbose: bool, notes: list[str] | None = None):
-    """Hide torch's deprecation warnings (unless ``verbose``) and capture the Numeric Suite's prints."""
+    """Hide torch's deprecation warnings and torch.fx's error listings (unless ``verbose``) and capture the Numeric
+    Suite's prints."""
     buffer = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
+    stderr = contextlib.nullcontext() if verbose or isinstance(sys.stderr, _FxErrorFilter) else \
+        contextlib.redirect_stderr(_FxErrorFilter(sys.stderr))
+    with warnings.catch_warnings(), contextlib.redirect_stdout(buffer), stderr:
         if not verbose:
             warnings.simplefilter("ignore")
         try:
