@@ -51,5 +51,16 @@
     opened.forEach(function (d) { d.open = false; });
     opened = [];
   });
+  // A link to a layer card (a graph node, a finding) opens the card; without JavaScript it still jumps to it.
+  function openCard(href) {
+    var el = href && href.charAt(0) === "#" ? document.getElementById(decodeURIComponent(href.slice(1))) : null;
+    if (el && el.tagName === "DETAILS") { el.open = true; }
+  }
+  window.addEventListener("hashchange", function () { openCard(location.hash); });
+  document.addEventListener("click", function (e) {
+    var a = e.target.closest ? e.target.closest("a") : null;
+    if (a) { openCard(a.getAttribute("href")); }
+  });
+  openCard(location.hash);
   document.body.setAttribute("data-js", "ready");
 })();

@@ -140,3 +140,15 @@ def test_folded_sections_print_open_and_fold_back(browser, tiny_diff):
     assert browser.evaluate(closed) == 0
     browser.evaluate("window.dispatchEvent(new Event('afterprint'))")
     assert browser.evaluate(closed) == folded
+
+
+def test_clicking_a_graph_node_opens_its_layer_card_and_the_diagnosis_is_on_top(browser, tiny_run):
+    browser.open(tiny_run / "report.html", 1440)
+    assert browser.evaluate("document.querySelector('#verdict .diagnosis').textContent.length") > 40
+    href = browser.evaluate("(document.querySelector('#graph svg a') || {getAttribute: () => null}).getAttribute('href')")
+    assert href and href.startswith("#card-")
+    card = href[1:]
+    assert browser.evaluate(f"document.getElementById('{card}').open") is False
+    browser.evaluate("document.querySelector('#graph svg a').dispatchEvent(new MouseEvent('click', {bubbles: true}))")
+    assert browser.evaluate(f"document.getElementById('{card}').open") is True
+    assert browser.console_errors() == []

@@ -49,9 +49,19 @@ def test_seed_scenario_flags_features_17_and_random_weights_are_loud(tmp_path):
     assert (weight_findings.code == "per_tensor_weights").all()
     assert weight_findings.change_toml.iloc[0].endswith('= "per_channel"')
 
-    fix = pd.read_parquet(out / "fix.parquet").set_index("step")
-    assert '"features.17.conv.2" = "per_channel"' in fix.loc["after", "changes"]
-    assert "Measured: the" in html and fix.loc["after"].notna().all()
+    cause = guidance[guidance.code == "per_tensor_weights"].iloc[0]
+    assert cause.kind == "cause" and cause.severity in ("high", "medium")
+    same_or_lower = guidance[(guidance.kind == "location") & (guidance.severity.isin(
+        ["high", "medium", "info"][["high", "medium", "info"].index(cause.severity):]))]
+    assert (same_or_lower["rank"] > cause["rank"]).all()  # the cause outranks every location of its severity
+    fix = pd.read_parquet(out / "fix.parquet")
+    rungs = fix[fix.step == "rung"].sort_values("rung")
+    assert rungs.iloc[0].kind == "per_channel"  # the tutorial's remedy is tried first, and measured
+    assert '"features.17.conv.2" = "per_channel"' in rungs.iloc[0].changes
+    assert "Remedies, measured" in html
+    after = fix[fix.step == "after"]
+    if not rungs.iloc[0].kept and len(after):  # measured and not helping beyond the noise: not applied
+        assert '"features.17.conv.2" = "per_channel"' not in after.iloc[0].changes
     sens = pd.read_parquet(out / "sensitivity.parquet")
     layers = set(sens[sens.kind == "layer"].layer_fqn)
     assert "features.17.conv.2" in layers and "features.0.0" not in layers  # kept float: nothing to toggle

@@ -11,7 +11,9 @@ from qreport import guidance as rules
 from qreport.config import parse_qconfig_text
 from qreport.locations import SIM_ACTIVATIONS, SIM_ALL, SIM_REAL, SIM_WEIGHTS
 from qreport.render import charts
+from qreport.render.cards import layer_cards
 from qreport.render.diagnosis import diagnosis
+from qreport.render.graph import graph_view
 from qreport.render.fmt import dom_id, fmt_db, fmt_num, fmt_pct, sort_key
 from qreport.schema import STAGES
 from qreport.store import RunReader
@@ -19,7 +21,6 @@ from qreport.store import RunReader
 SIM_LABELS = {SIM_REAL: "int8 model (real)", SIM_ALL: "all quantized (simulated)",
               SIM_WEIGHTS: "weights only quantized", SIM_ACTIVATIONS: "activations only quantized"}
 
-HISTOGRAM_LAYERS = 3
 
 # What a failed stage means for the numbers, and what to do.
 STAGE_MEANING = {
@@ -158,18 +159,6 @@ def _findings(guidance: list[dict]) -> list[dict]:
             and f["impact_db"] > 0 else "",
         })
     return out
-
-
-def _histograms(iso: list[dict]) -> list[dict]:
-    ranked = sorted((r for r in iso if math.isfinite(r["sqnr_db"]) and len(r["hist_float"])),
-                    key=lambda r: (r["sqnr_db"], r["order"]))[:HISTOGRAM_LAYERS]
-    return [{
-        "fqn": r["layer_fqn"],
-        "sqnr": fmt_db(r["sqnr_db"]),
-        "clipped": fmt_pct(r["clipped_fraction"], 2),
-        "svg": charts.histogram_chart(f"hist-{k}", r["hist_lo"], r["hist_hi"], list(r["hist_float"]),
-                                      list(r["hist_quant"]), r["qrange_lo"], r["qrange_hi"]),
-    } for k, r in enumerate(ranked)]
 
 
 def fmt_interval(lo, hi, fmt=fmt_pct) -> str:
@@ -377,6 +366,15 @@ def build_view(reader: RunReader) -> dict:
     flagged_weights = {f["layer"] for f in guidance if f["view"] == "weights" and f["severity"] in ("high", "medium")}
 
     rows = layer_rows(weights, prop, iso, t, flagged_weights)
+    graph_rows = _records(reader.table("graph"))
+    cards = layer_cards(guidance, iso, prop, weights, _records(reader.table("channels")),
+                        _records(reader.table("ranges")), graph_rows, t)
+    graph = graph_view(graph_rows, {r["layer"]: r["sqnr_db"] for r in iso}, {r["layer"]: r["sqnr_db"] for r in prop},
+                       {c["layer"] for c in cards if c["severity"] in ("high", "medium")},
+                       {c["layer"]: c["id"] for c in cards})
+    card_of = {c["fqn"]: c["id"] for c in cards}
+    for f in findings:
+        f["card"] = card_of.get(f["layer_fqn"], "")
     charts_view = {}
     if weights:
         charts_view["weights"] = charts.weights_chart([r["layer_fqn"] for r in weights], [r["sqnr_db"] for r in weights],
@@ -401,6 +399,8 @@ def build_view(reader: RunReader) -> dict:
         "manifest": man,
         "overrides": man["config"].get("overrides", []),
         "verdict": verdict,
+        "graph": graph,
+        "layer_cards": cards,
         "diagnosis": diagnosis(verdict, model[0] if model else None, findings, fix),
         "model": model[0] if model else None,
         "classes": _classes(classes),
@@ -413,7 +413,6 @@ def build_view(reader: RunReader) -> dict:
                        "all": sorted(dataclasses.asdict(t).items()),
                        "overridden": sorted(dict(man["config"].get("thresholds") or {}))},
         "charts": charts_view,
-        "histograms": _histograms(iso),
         "rows": rows,
         "coverage": coverage,
         "coverage_counts": sorted(cov_counts.items()),
