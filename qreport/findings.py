@@ -53,6 +53,8 @@ KINDS = {
     "inherited_error": "location",
 }
 CODES = tuple(KINDS)
+# Causes that name the fault outright rank before those that describe a symptom of some range or scale.
+DEFINITIVE = ("qat_range_unset", "kernel_defect", "calibration_outlier_image", "calibration_range_mismatch")
 SEVERITIES = ("high", "medium", "info")
 
 

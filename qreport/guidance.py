@@ -13,7 +13,8 @@ import math
 import pandas as pd
 
 from qreport import causes, locations
-from qreport.findings import CODES, KINDS, SEVERITIES, Finding, Thresholds, change  # noqa: F401 (the public names)
+from qreport.findings import (CODES, DEFINITIVE, KINDS, SEVERITIES, Finding, Thresholds,  # noqa: F401 (public)
+                               change)
 
 
 def _graph_links(graph: pd.DataFrame | None) -> tuple[dict[str, str], dict[str, set[str]]]:
@@ -92,7 +93,7 @@ def _rank_key(f: Finding):
     impact = f.impact_db if math.isfinite(f.impact_db) else 0.0
     value = f.value_db if math.isfinite(f.value_db) else -math.inf
     return (SEVERITIES.index(f.severity), ("context", "cause", "location").index(f.kind),
-            f.code == "inherited_error", -impact, value)
+            f.code not in DEFINITIVE, f.code == "inherited_error", -impact, value)
 
 
 def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True, backend: str = "x86",

@@ -11,7 +11,7 @@ import dataclasses
 
 import pandas as pd
 
-from qreport.config import ModuleOverride
+from qreport.config import ModuleOverride, parse_qconfig_text
 from qreport.overrides import kept_float_by
 
 FLOAT_RUNGS = 8  # layers tried in float, one rung each, at the most
@@ -56,8 +56,11 @@ def plan(guidance: pd.DataFrame | None, existing=()) -> list[Rung]:
     rungs = _data_rungs(rows)
     by_preset: dict[str, dict[str, str]] = {"histogram": {}, "per_channel": {}, "float": {}}
     for r in rows.to_dict("records"):
-        module, preset = r["layer_fqn"], r["change_preset"]
-        if not preset or not module or preset not in by_preset or kept_float_by(module, existing):
+        preset = r["change_preset"]
+        if not preset or preset not in by_preset:
+            continue
+        module = parse_qconfig_text("[modules]\n" + r["change_toml"], "guidance")[0].module  # a functional op's module
+        if kept_float_by(module, existing):
             continue
         by_preset[preset].setdefault(module, r["code"])
     for kind, preset in (("observer", "histogram"), ("per_channel", "per_channel")):

@@ -154,6 +154,7 @@ def _findings(guidance: list[dict]) -> list[dict]:
             "change_python": f["change_python"],
             "kind": f.get("kind", ""),
             "subject": f.get("subject", ""),
+            "layer": f["layer"],
             "likely_cause": _cause_text(f.get("likely_cause", "")),
             "impact": fmt_db(f["impact_db"]) if f.get("impact_db") is not None and math.isfinite(f["impact_db"])
             and f["impact_db"] > 0 else "",
@@ -401,7 +402,8 @@ def build_view(reader: RunReader) -> dict:
         "verdict": verdict,
         "graph": graph,
         "layer_cards": cards,
-        "diagnosis": diagnosis(verdict, model[0] if model else None, findings, fix),
+        "diagnosis": diagnosis(verdict, model[0] if model else None, findings, fix,
+                               {r["node"]: r["order"] for r in graph_rows}),
         "model": model[0] if model else None,
         "classes": _classes(classes),
         "flips": _flips(flips, {r["class_index"]: r["class_name"] for r in classes}),

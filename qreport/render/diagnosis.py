@@ -27,6 +27,13 @@ def _points(v: float) -> str:
     return f"{100 * abs(v):.1f} points"
 
 
+CAUSE_PLURALS = {
+    "kernel_defect": "the int8 kernels of {layer} are wrong on this backend",
+    "per_tensor_weights": "per-tensor weights at {layer} cannot fit their channels",
+    "weight_outlier": "the weights of {layer} have outliers",
+}
+
+
 def _what(verdict: dict, model: dict) -> str:
     acc = verdict.get("accuracy")
     if acc and acc["has_accuracy"]:
@@ -39,20 +46,33 @@ def _what(verdict: dict, model: dict) -> str:
             f"{fmt_pct(model.get('top1_agreement', math.nan))} top-1 agreement ({verdict['samples']} inputs, no labels)")
 
 
-def _cause(findings: list[dict]) -> str:
-    for f in findings:
-        if f["kind"] == "cause" and f["severity"] in ("high", "medium") and f["code"] in CAUSE_PHRASES:
-            same = [g["layer_fqn"] for g in findings if g["code"] == f["code"] and g["layer_fqn"]]
-            phrase = CAUSE_PHRASES[f["code"]]
-            if len(same) > 1 and f["code"] == "kernel_defect":
-                phrase = "the int8 kernels of {layer} are wrong on this backend"
-            return phrase.format(layer=_names(same) if len(same) > 1 else f["layer_fqn"], subject=f.get("subject", ""))
+def _ladder_effect(code: str, fix: dict | None) -> bool | None:
+    """Whether a measured rung that answers ``code`` helped (None when none was measured)."""
+    rows = [r for r in ((fix or {}).get("ladder") or {}).get("rows", []) if code in r["because"].split(",")]
+    return any(r["kept"] for r in rows) if rows else None
+
+
+def _cause(findings: list[dict], fix: dict | None) -> str:
+    causes = [f for f in findings if f["kind"] == "cause" and f["severity"] in ("high", "medium")
+              and f["code"] in CAUSE_PHRASES]
+    causes.sort(key=lambda f: _ladder_effect(f["code"], fix) is not True)  # a cause whose remedy helped first
+    for f in causes:
+        same = [g["layer_fqn"] for g in findings if g["code"] == f["code"] and g["layer_fqn"]]
+        phrase = CAUSE_PHRASES[f["code"]]
+        if len(same) > 1:
+            phrase = CAUSE_PLURALS.get(f["code"], phrase)
+        text = phrase.format(layer=_names(same) if len(same) > 1 else f["layer_fqn"], subject=f.get("subject", ""))
+        if _ladder_effect(f["code"], fix) is False:
+            text += " — though its measured remedy did not help beyond the noise, so it is not what limits the output"
+        return text
     return ""
 
 
-def _where(findings: list[dict]) -> str:
-    start = next((f for f in findings if f["code"] == "error_origin" and f["severity"] in ("high", "medium")), None)
-    return start["layer_fqn"] if start else ""
+def _where(findings: list[dict], order: dict[str, int]) -> str:
+    """The earliest (in execution order) op where a high or medium error originates."""
+    starts = [f for f in findings if f["code"] == "error_origin" and f["severity"] in ("high", "medium")]
+    starts.sort(key=lambda f: order.get(f["layer"], len(order)))
+    return starts[0]["layer_fqn"] if starts else ""
 
 
 _REMEDY_VERBS = {"float": "keeping {modules} float", "per_channel": "per-channel weights for {modules}",
@@ -73,13 +93,14 @@ def _remedy(fix: dict | None) -> str:
             f"MACs and {fix['params']['after']} of parameters left in float")
 
 
-def diagnosis(verdict: dict, model: dict | None, findings: list[dict], fix: dict | None) -> str:
+def diagnosis(verdict: dict, model: dict | None, findings: list[dict], fix: dict | None,
+              order: dict[str, int] | None = None) -> str:
     """One or two sentences a person can decide from; every number is one the report shows below."""
     if not model:
         return "No model-level comparison was measured; see the stages below."
     what = _what(verdict, model)
     parts = [what[0].upper() + what[1:] + "."]
-    cause, where = _cause(findings), _where(findings)
+    cause, where = _cause(findings, fix), _where(findings, order or {})
     if cause and where:
         parts.append(f"The error starts at {where}; the likely cause: {cause}.")
     elif cause:
@@ -91,4 +112,8 @@ def diagnosis(verdict: dict, model: dict | None, findings: list[dict], fix: dict
         parts.append(remedy + ".")
     elif fix and fix.get("ladder"):
         parts.append("No remedy tried helped beyond the noise of the measurement.")
+    missing = verdict.get("not_compared") or []
+    if missing:
+        parts.append(f"Not compared: {_names(missing[:3])}{' and more' if len(missing) > 3 else ''} — the numbers "
+                     "say nothing about " + ("them." if len(missing) > 1 else "it."))
     return " ".join(parts)
