@@ -46,7 +46,7 @@ def weight_findings(weights: pd.DataFrame | None, backend: str, t: Thresholds) -
     return out
 
 
-def channel_findings(channels: pd.DataFrame | None, t: Thresholds) -> list[Finding]:
+def channel_findings(channels: pd.DataFrame | None, t: Thresholds, backend: str = "x86") -> list[Finding]:
     """Layers whose input has a few channels far larger than the rest (one per-tensor scale serves them all)."""
     out = []
     if channels is None or not len(channels):
@@ -63,7 +63,8 @@ def channel_findings(channels: pd.DataFrame | None, t: Thresholds) -> list[Findi
             r["layer_fqn"], r["layer_fqn"], "inputs", math.nan, math.nan, t.outlier_channel_ratio, "originates",
             f"input channel {r['worst_channel']} reaches {r['input_absmax']:.3g}, {r['outlier_ratio']:.1f}× the "
             f"97.5th percentile of the {r['in_channels']} channels' maxima, and one per-tensor activation scale "
-            f"serves them all, so the other channels get a fraction of the 256 steps; {hint}.", "", "", ""))
+            f"serves them all, so the other channels get a fraction of the 256 steps; {hint}.",
+            *(change(r["layer_fqn"], "equalize", backend) if balanced else ("", "", ""))))
     return out
 
 

@@ -21,6 +21,8 @@ QCONFIG_PRESETS = {
     "per_tensor": ("MinMax activations, per-tensor MinMax weights (torch's default_qconfig)", "minmax", "per_tensor"),
     "per_channel": ("the backend's default activation observer, per-channel MinMax weights", "backend", "per_channel"),
     "histogram": ("histogram activations, per-channel MinMax weights", "histogram", "per_channel"),
+    "equalize": ("the backend's default qconfig, with input-weight equalization: the layer's input channels are "
+                 "scaled into its weights (Conv/Linear)", "backend", "backend"),
 }
 ACTIVATION_OBSERVERS = ("minmax", "moving_average", "histogram")
 WEIGHT_OBSERVERS = ("per_tensor", "per_channel")

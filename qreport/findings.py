@@ -120,6 +120,9 @@ def change(fqn: str, preset: str, backend: str = "x86") -> tuple[str, str, str]:
     _, act, weight = QCONFIG_PRESETS[preset]
     if act is None:
         return preset, toml, f"qconfig_mapping.set_module_name({fqn!r}, None)"
+    if preset == "equalize":
+        return preset, toml, (f"prepare_fx(model, qconfig_mapping, example_inputs, _equalization_config="
+                              f"QConfigMapping().set_module_name({fqn!r}, default_equalization_qconfig))")
     fill = {"backend": backend, "reduce_range": backend == "x86"}
     qconfig = f"QConfig(activation={_ACTIVATION_CODE[act].format(**fill)}, weight={_WEIGHT_CODE[weight].format(**fill)})"
     return preset, toml, f"qconfig_mapping.set_module_name({fqn!r}, {qconfig})"

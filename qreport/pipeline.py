@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import platform
 import time
@@ -17,6 +18,7 @@ from qreport import data as data_mod
 from qreport.config import BuildConfig, render_qconfig_toml
 from qreport.context import BuildContext
 from qreport.errors import InputError, QReportError, first_line, is_own_bug
+from qreport.findings import Thresholds
 from qreport.flows import FLOWS, quiet_torch
 from qreport.macs import macs_per_module
 from qreport.progress import Progress
@@ -232,6 +234,7 @@ def _manifest(ctx: BuildContext, example, stages: dict, timings: dict) -> dict:
             "python": platform.python_version(),
         },
         "config": cfg.to_dict(),
+        "thresholds": dataclasses.asdict(Thresholds.from_pairs(cfg.thresholds)),  # every one in force, defaults too
         "fingerprint": cfg.fingerprint(),
         "flow": ctx.flow.name,
         "engine": torch.backends.quantized.engine,

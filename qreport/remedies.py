@@ -1,7 +1,7 @@
 """The remedy ladder: from the ranked findings, the changes to try, cheapest first (pure data; no torch).
 
-Rungs: fix the calibration data, then better activation observers, then per-channel weights, then keep layers
-float one at a time (kernel defects first, then the located layers in rank order). The fix stage measures every
+Rungs: fix the calibration data, then better activation observers, then per-channel weights, then input-weight
+equalization, then keep layers float one at a time (kernel defects first, then the located layers in rank order). The fix stage measures every
 rung for real and keeps only the ones that help beyond the noise.
 """
 
@@ -15,14 +15,14 @@ from qreport.config import ModuleOverride, parse_qconfig_text
 from qreport.overrides import kept_float_by
 
 FLOAT_RUNGS = 8  # layers tried in float, one rung each, at the most
-KIND_ORDER = ("recalibrate", "observer", "per_channel", "float")
+KIND_ORDER = ("recalibrate", "observer", "per_channel", "equalization", "float")
 
 
 @dataclasses.dataclass(frozen=True)
 class Rung:
     """One step of the ladder: qconfig changes, or a change of the calibration data (``data``)."""
 
-    kind: str  # recalibrate | observer | per_channel | float
+    kind: str  # recalibrate | observer | per_channel | equalization | float
     changes: tuple[ModuleOverride, ...] = ()
     data: str = ""  # "" | "drop:<input name>" | "evaluation"
     because: str = ""  # the finding codes this rung answers
@@ -54,7 +54,7 @@ def plan(guidance: pd.DataFrame | None, existing=()) -> list[Rung]:
         return []
     rows = guidance[guidance.severity.isin(("high", "medium"))].sort_values("rank")
     rungs = _data_rungs(rows)
-    by_preset: dict[str, dict[str, str]] = {"histogram": {}, "per_channel": {}, "float": {}}
+    by_preset: dict[str, dict[str, str]] = {"histogram": {}, "per_channel": {}, "equalize": {}, "float": {}}
     for r in rows.to_dict("records"):
         preset = r["change_preset"]
         if not preset or preset not in by_preset:
@@ -63,7 +63,7 @@ def plan(guidance: pd.DataFrame | None, existing=()) -> list[Rung]:
         if kept_float_by(module, existing):
             continue
         by_preset[preset].setdefault(module, r["code"])
-    for kind, preset in (("observer", "histogram"), ("per_channel", "per_channel")):
+    for kind, preset in (("observer", "histogram"), ("per_channel", "per_channel"), ("equalization", "equalize")):
         chosen = by_preset[preset]
         if chosen:
             rungs.append(Rung(kind, tuple(ModuleOverride(m, preset=preset) for m in chosen),

@@ -11,12 +11,16 @@ from qreport.cli import main
 
 PLANTED = "tests/planted_faults.py"
 
-# fault -> (model factory, calibration fault, where the first finding must point, a cause expected in the top 3)
+# fault -> (model factory, calibration fault, where the first finding must point, a cause expected in the top 3,
+# a qconfig file forcing a poor scheme or "")
 FAULTS = {
-    "clean": ("digits_clean", "none", None, None),
-    "outlier_channel": ("digits_outlier_channel", "none", {"conv3", "pool", "fc"}, "outlier_input_channels"),
-    "calibration_outlier_image": ("digits_clean", "outlier_image", {""}, "calibration_outlier_image"),
-    "calibration_misses_range": ("digits_clean", "dim", {""}, "calibration_range_mismatch"),
+    "clean": ("digits_clean", "none", None, None, ""),
+    "outlier_channel": ("digits_outlier_channel", "none", {"conv3", "pool", "fc"}, "outlier_input_channels", ""),
+    "calibration_outlier_image": ("digits_clean", "outlier_image", {""}, "calibration_outlier_image", ""),
+    "calibration_misses_range": ("digits_clean", "dim", {""}, "calibration_range_mismatch", ""),
+    # the wide channel's layer forced to per-tensor weights (the FX Numeric Suite tutorial's scenario)
+    "per_tensor_forced": ("digits_outlier_channel", "none", {"conv3", "pool", "fc"}, "per_tensor_weights",
+                          '[modules]\n"conv3" = "per_tensor"\n'),
 }
 
 
@@ -25,12 +29,16 @@ def runs(tmp_path_factory):
     """Each fault built once: calibration on 256 training digits, evaluation on the 597 held-out ones."""
     root = tmp_path_factory.mktemp("faults")
     out = {}
-    for name, (factory, fault, _, _) in FAULTS.items():
+    for name, (factory, fault, _, _, qconfig) in FAULTS.items():
         calibration, evaluation = write_calibration_fault(root / "data", fault)
         run = root / name
+        extra = []
+        if qconfig:
+            (root / f"{name}.toml").write_text(qconfig)
+            extra = ["--qconfig", str(root / f"{name}.toml")]
         assert main(["build", "--model", f"{PLANTED}:{factory}", "--data", str(calibration), "--eval-data",
                      str(evaluation), "--out", str(run), "--batch-size", "64", "--calib-batches", "4",
-                     "--eval-batches", "4", "-q"]) == 0
+                     "--eval-batches", "4", "-q", *extra]) == 0
         out[name] = run
     return out
 
@@ -49,7 +57,7 @@ def test_a_clean_trained_model_gets_no_high_or_medium_finding(runs):
 
 @pytest.mark.parametrize("fault", [f for f in FAULTS if f != "clean"])
 def test_the_planted_fault_is_found_first_with_its_cause_and_the_measured_fix_recovers(runs, fault):
-    _, _, where, cause = FAULTS[fault]
+    _, _, where, cause, _ = FAULTS[fault]
     guidance, fix, model = _tables(runs[fault])
     assert guidance.iloc[0].layer_fqn in where and guidance.iloc[0].kind == "cause"
     assert cause in set(guidance.head(3).code)
@@ -109,3 +117,12 @@ def test_the_report_shows_the_ladder_and_the_cause_beside_the_location(runs):
     assert "Remedies, measured" in html and "Likely cause:" in html
     summary = json.loads((runs["outlier_channel"] / "summary.json").read_text())
     assert summary["fix"]["ladder"] and summary["findings"][0]["code"] == "outlier_input_channels"
+
+
+def test_an_outlier_input_channel_is_first_tried_with_equalization(runs):
+    fix = pd.read_parquet(runs["outlier_channel"] / "fix.parquet")
+    rungs = fix[fix.step == "rung"].sort_values("rung")
+    equalized = rungs[rungs.kind == "equalization"].iloc[0]
+    assert '"fc" = "equalize"' in equalized.changes and equalized.kept  # measured: it helps, float helps more
+    before = fix[fix.step == "before"].iloc[0]
+    assert equalized.output_sqnr_db > before.output_sqnr_db + 3

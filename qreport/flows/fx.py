@@ -300,7 +300,21 @@ class FxStaticFlow:
     def _prepare_fx(self, model: nn.Module, example: torch.Tensor, custom) -> nn.Module:
         from torch.ao.quantization.quantize_fx import prepare_fx
 
-        return prepare_fx(model.eval(), self.qconfig_mapping(), model_args(example), prepare_custom_config=custom)
+        return prepare_fx(model.eval(), self.qconfig_mapping(), model_args(example), prepare_custom_config=custom,
+                          _equalization_config=self.equalization_mapping())
+
+    def equalization_mapping(self):
+        """Input-weight equalization for the layers the overrides ask it for (``equalize``), else None."""
+        from torch.ao.quantization import QConfigMapping
+        from torch.ao.quantization.fx._equalize import default_equalization_qconfig
+
+        layers = [o.module for o in self.overrides if o.preset == "equalize"]
+        if not layers:
+            return None
+        mapping = QConfigMapping()
+        for layer in layers:
+            mapping.set_module_name(layer, default_equalization_qconfig)
+        return mapping
 
     def reference(self, float_model: nn.Module, prepared: nn.Module) -> nn.Module:
         """The model the int8 one is compared with: the float model."""

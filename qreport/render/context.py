@@ -252,7 +252,7 @@ def _fix(fix: list[dict]) -> dict | None:
         "ladder": _ladder(fix, before, has_accuracy),
         "changes": after["changes"] if after else "",
         "data_change": after["note"] if after else "",
-        "count": len(after["changes"].splitlines()) - 1 if after and after["changes"] else 0,
+        "count": len(_modules(after["changes"])) if after else 0,
         "recommended": bool(after["recommended"]) if after else False,
         "measured": after is not None,
         "dropped": dropped,
@@ -352,7 +352,8 @@ def _flips(rows: list[dict], class_names: dict, limit: int = 30) -> dict | None:
 def build_view(reader: RunReader) -> dict:
     """Everything the report template needs, from a validated run folder."""
     man = reader.manifest
-    t = rules.Thresholds.from_pairs((man["config"].get("thresholds") or {}).items())
+    t = rules.Thresholds(**man["thresholds"]) if "thresholds" in man else \
+        rules.Thresholds.from_pairs((man["config"].get("thresholds") or {}).items())
     weights = _records(reader.table("weights"))
     prop = _records(reader.table("activations"))
     iso = _records(reader.table("shadow"))
