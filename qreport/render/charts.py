@@ -53,18 +53,24 @@ def _mark_exact(ax, ceiling: float) -> None:
     ax.annotate(f"exact or > {EXACT_DB:.0f} dB (e.g. kept float)", (0, ceiling), fontsize=7, color=GREY, va="bottom")
 
 
-def _axis_labels(ax, labels, max_labels: int = 90) -> None:
+def _axis_labels(ax, labels, max_labels: int = 70) -> None:
     n = len(labels)
     step = max(1, math.ceil(n / max_labels))
     ticks = list(range(0, n, step))
     ax.set_xticks(ticks)
     # layer names are text: a "$" must not start matplotlib's mathtext
-    ax.set_xticklabels([labels[i].replace("$", r"\$") for i in ticks], rotation=90, fontsize=6)
+    ax.set_xticklabels([labels[i].replace("$", r"\$") for i in ticks], rotation=60, ha="right",
+                       rotation_mode="anchor", fontsize=8)
     ax.set_xlim(-0.6, n - 0.4)
 
 
+def _legend_above(ax) -> None:
+    """The legend in a row above the plot, where it covers no data."""
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=3, frameon=False)
+
+
 def _figure(n: int):
-    width = min(14.0, max(6.0, 0.16 * n + 2.0))
+    width = min(30.0, max(6.0, 0.2 * n + 2.0))  # wide models scroll in their frame rather than shrink
     fig, ax = plt.subplots(figsize=(width, 3.6), dpi=72)
     ax.grid(axis="y", color="#e3e5e8", linewidth=0.6)
     ax.set_axisbelow(True)
@@ -74,13 +80,22 @@ def _figure(n: int):
 
 
 def weights_chart(labels: list[str], sqnr: list[float], bad: list[bool]) -> str:
-    """Bar chart of weight SQNR per layer; outliers in red."""
+    """Weight SQNR per layer as dots (most layers sit close together); the flagged ones red and named."""
     fig, ax = _figure(len(labels))
     values, ceiling, capped = _display(sqnr)
-    ax.bar(range(len(values)), values, color=[BAD if b else BLUE for b in bad], width=0.8)
+    x = list(range(len(values)))
+    ax.scatter([i for i in x if not bad[i]], [values[i] for i in x if not bad[i]], color=BLUE, s=14,
+               label="weight SQNR")
+    flagged = [i for i in x if bad[i]]
+    if flagged:
+        ax.scatter(flagged, [values[i] for i in flagged], color=BAD, s=26, label="flagged in the guidance")
+        for i in flagged:
+            ax.annotate(labels[i].replace("$", r"\$"), (i, values[i]), fontsize=8, color=BAD, xytext=(4, -10),
+                        textcoords="offset points")
     if capped:
         _mark_exact(ax, ceiling)
     ax.set_ylabel("weight SQNR (dB)")
+    _legend_above(ax)
     _axis_labels(ax, labels)
     return _svg(fig, "weights")
 
@@ -98,10 +113,16 @@ def activations_chart(labels: list[str], propagated: list[float], isolated: list
     for i, b in enumerate(bad):
         if b:
             ax.axvspan(i - 0.5, i + 0.5, color=BAD, alpha=0.12, linewidth=0)
+    gaps = [i for i, v in enumerate(iso_shown) if not (isinstance(v, float) and math.isfinite(v))]
+    if gaps:  # ops the isolated view cannot shadow (adds and the like): marked, not left as silent gaps
+        finite = [v for v in shown if isinstance(v, float) and math.isfinite(v)]
+        floor = min(finite) if finite else 0.0
+        ax.scatter(gaps, [floor] * len(gaps), color=GREY, marker="x", s=18, zorder=3,
+                   label="no isolated view for this op (see Coverage)")
     if capped:
         _mark_exact(ax, ceiling)
     ax.set_ylabel("activation SQNR (dB)")
-    ax.legend(fontsize=7, loc="lower left", frameon=False)
+    _legend_above(ax)
     _axis_labels(ax, labels)
     return _svg(fig, "activations")
 
@@ -141,7 +162,7 @@ def delta_chart(labels: list[str], series: dict[str, list[float]]) -> str:
         ax.plot(x, shown, color=color, marker=marker, markersize=3, linewidth=0.9, label=name)
     ax.axhline(0, color=GREY, linewidth=0.8)
     ax.set_ylabel("SQNR change, head − base (dB)")
-    ax.legend(fontsize=7, loc="lower left", frameon=False)
+    _legend_above(ax)
     _axis_labels(ax, labels)
     return _svg(fig, "delta")
 
@@ -165,7 +186,7 @@ def sensitivity_chart(labels: list[str], quant_alone: list[float], float_alone: 
     if capped:
         _mark_exact(ax, ceiling)
     ax.set_ylabel("model output SQNR (dB), simulated")
-    ax.legend(fontsize=7, loc="best", frameon=True, framealpha=0.9)
+    _legend_above(ax)
     _axis_labels(ax, labels)
     return _svg(fig, "sensitivity")
 

@@ -23,6 +23,8 @@ SIM_LABELS = {SIM_REAL: "int8 model (real)", SIM_ALL: "all quantized (simulated)
 
 
 # What a failed stage means for the numbers, and what to do.
+SIMULATION_FAITHFUL_DB = 20.0  # below this the simulated int8 output does not stand for the real one
+
 STAGE_MEANING = {
     "graph": "Without the graph, pass-through ops cannot be told apart and the guidance cannot link causes to places.",
     "weights": "There is no weights view: weight outliers and per-tensor weights are not checked.",
@@ -88,6 +90,7 @@ def layer_rows(weights, prop, iso, t: rules.Thresholds, flagged_weights=frozense
             return _cell(v, fmt_db(v), "bad" if flagged else "")
 
         rmse = act.get("rmse_over_step", math.nan)
+        isolated = bool(i_row)  # the rest come from the propagated view: shown, marked, never flagged as the op's own
         clipped = act.get("clipped_fraction", math.nan)
         rows.append({
             "id": dom_id(f"layer-{n}", base["layer_fqn"]),
@@ -98,8 +101,10 @@ def layer_rows(weights, prop, iso, t: rules.Thresholds, flagged_weights=frozense
             "propagated": db(p_row, "p"),
             "isolated": db(i_row, "i"),
             "cosine": _cell(act.get("cosine", math.nan), fmt_num(act.get("cosine", math.nan), 5)),
-            "rmse": _cell(rmse, fmt_num(rmse, 2), "bad" if rmse > t.rmse_over_step else ""),
-            "clipped": _cell(clipped, fmt_pct(clipped, 2), "bad" if clipped > t.clipped_fraction else ""),
+            "rmse": _cell(rmse, fmt_num(rmse, 2) + ("" if isolated or not p_row else " †"),
+                          "bad" if isolated and rmse > t.rmse_over_step else ""),
+            "clipped": _cell(clipped, fmt_pct(clipped, 2) + ("" if isolated or not p_row else " †"),
+                             "bad" if isolated and clipped > t.clipped_fraction else ""),
             "range": _cell(act.get("float_max", math.nan),
                            f"{fmt_num(act.get('float_min', math.nan))} … {fmt_num(act.get('float_max', math.nan))}"),
             "after": act.get("compared_after", ""),
@@ -290,6 +295,7 @@ def _sensitivity(sens: list[dict]) -> dict | None:
         "split": [{"name": SIM_LABELS.get(r["layer"], r["layer"]), "sqnr": fmt_db(r["quant_alone_sqnr_db"]), "top1": fmt_pct(r["quant_alone_top1"])}
                   for r in model],
         "agreement": fmt_db(agreement),
+        "unfaithful": math.isfinite(agreement) and agreement < SIMULATION_FAITHFUL_DB,
         "images": layers[0]["images"] if layers else 0,
         "target": fmt_db(target),
         "chosen": [{"fqn": r["layer_fqn"], "sqnr": fmt_db(r["greedy_sqnr_db"])} for r in chosen],
@@ -396,6 +402,7 @@ def build_view(reader: RunReader) -> dict:
     for r in coverage:
         cov_counts[r["status"]] = cov_counts.get(r["status"], 0) + 1
     verdict = _verdict(_records(reader.table("verdict")), model, findings, iso, prop)
+    verdict["layer_count"] = len(rows)  # the same count as the layers table
     return {
         "title": f"qreport · {man['model']['name']}",
         "manifest": man,
@@ -411,7 +418,7 @@ def build_view(reader: RunReader) -> dict:
         "findings": findings,
         "fix": fix,
         "sensitivity": sensitivity,
-        "thresholds": {"gap_medium": t.gap_medium_db, "gap_high": t.gap_high_db,
+        "thresholds": {"gap_medium": t.gap_medium_db, "gap_high": t.gap_high_db, "impact_high": t.impact_high_db,
                        "clipped": fmt_pct(t.clipped_fraction, 0), "rmse": t.rmse_over_step,
                        "all": sorted(dataclasses.asdict(t).items()),
                        "overridden": sorted(dict(man["config"].get("thresholds") or {}))},

@@ -38,10 +38,16 @@ def json_number(v):
     return v
 
 
-def worst_layers(rows: list[dict], n: int = WORST_LAYERS) -> list[dict]:
-    """The ``n`` layers with the lowest isolated (else propagated) SQNR, raw numbers."""
+def worst_layers(rows: list[dict], findings: list[dict], n: int = WORST_LAYERS) -> list[dict]:
+    """The layers the guidance puts first (in its order), then the lowest isolated (else propagated) SQNR, ``n`` at
+    most; raw numbers."""
     view = "isolated_db" if any(not math.isnan(r["isolated_db"]) for r in rows) else "propagated_db"
-    return sorted(rows, key=lambda r: (math.inf if math.isnan(r[view]) else r[view], r["order"]))[:n]
+    by_fqn = {r["layer_fqn"]: r for r in rows}
+    chosen = list(dict.fromkeys(f["layer_fqn"] for f in findings
+                                if f["layer_fqn"] in by_fqn and f["severity"] in ("high", "medium")))
+    lowest = sorted(rows, key=lambda r: (math.inf if math.isnan(r[view]) else r[view], r["order"]))
+    chosen += [r["layer_fqn"] for r in lowest if r["layer_fqn"] not in chosen]
+    return [by_fqn[f] for f in chosen[:n]]
 
 
 def run_summary(view: dict) -> tuple[str, dict]:
@@ -49,7 +55,7 @@ def run_summary(view: dict) -> tuple[str, dict]:
     man = view["manifest"]
     verdict = view["verdict"]
     raw = view["raw"]
-    worst = worst_layers(raw["layers"])
+    worst = worst_layers(raw["layers"], view["findings"])
     lines = [f"## qreport: {md_escape(man['model']['name'])} — {verdict['level'].upper()}", ""]
     if not man["weights"]["trained"]:
         lines += ["> **Random weights**: no trained weights were loaded; the numbers describe the architecture only.", ""]
@@ -111,13 +117,16 @@ def run_summary(view: dict) -> tuple[str, dict]:
         [[md_escape(r["layer_fqn"]), md_escape(r["op_type"]), fmt_db(r["isolated_db"]), fmt_db(r["propagated_db"]),
           fmt_db(r["weights_db"])] for r in worst],
     ))
-    top = [f for f in view["findings"] if f["severity"] in ("high", "medium")][:5]
+    serious = [f for f in view["findings"] if f["severity"] in ("high", "medium")]
+    top = serious[:5]
     if top:
         lines += ["", "### Guidance", ""]
         for f in top:
             where = f"{md_escape(f['layer_fqn'])}: " if f["layer_fqn"] else ""
             change = f" Try `{f['change_toml']}`." if f["change_toml"] and "`" not in f["change_toml"] else ""
             lines.append(f"- **{f['severity']}** {where}{md_escape(f['code'].replace('_', ' '))} — {md_escape(f['evidence'])}{change}")
+        if len(serious) > len(top):
+            lines.append(f"- and {len(serious) - len(top)} more high or medium findings (see the report).")
     lines += ["", f"<sub>qreport {md_escape(man['versions']['qreport'])} · torch {md_escape(man['versions']['torch'])} · "
               f"{md_escape(man['data']['source'])} · {md_escape(man['weights']['source'])}</sub>", ""]
     data = {
