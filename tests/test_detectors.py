@@ -84,3 +84,11 @@ def test_clipping_and_error_far_above_rounding_are_findings():
                                                    float_min=0.0, float_max=2.0)
     codes = [f.code for f in findings({"shadow": noisy})]
     assert "high_rmse" in codes and "activation_clipping" not in codes
+
+
+def test_findings_from_the_propagated_table_say_so_when_there_is_no_isolated_view():
+    acts = _acts(0.0, "quantized.Conv2d").assign(rmse_over_step=1.2, qrange_lo=0.0, qrange_hi=2.0,
+                                                  float_min=0.0, float_max=2.0)
+    views = {f.code: f.view for f in findings({"activations": acts})}
+    assert views["high_rmse"] == "propagated"
+    assert {f.code: f.view for f in findings({"shadow": acts})}["high_rmse"] == "isolated"

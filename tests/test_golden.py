@@ -22,9 +22,10 @@ def test_a_sample_report_re_renders_to_the_same_bytes(run, tmp_path):
 
 
 def test_the_sample_diff_is_what_the_current_code_writes(tmp_path, monkeypatch):
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1798761600")  # as `make samples` sets it
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1798761600")  # as `make samples` runs it, from the repository root
+    monkeypatch.chdir(SAMPLES.parent)
     out = tmp_path / "diff.html"
-    assert main(["diff", str(SAMPLES / "mobilenet_v2"), str(SAMPLES / "mobilenet_v2_seed_scenario"), "-o", str(out),
+    assert main(["diff", "sample_reports/mobilenet_v2", "sample_reports/mobilenet_v2_seed_scenario", "-o", str(out),
                  "-q"]) in (0, 1)
     for name in ("diff.html", "diff.md", "diff.json"):
         assert (tmp_path / name).read_bytes() == (SAMPLES / "diff_default_vs_seed" / name).read_bytes(), name

@@ -176,3 +176,17 @@ def test_dynamic_quantization_of_an_lstm_model_keeps_what_the_suite_can_compare(
     acts = pd.read_parquet(out / "activations.parquet")
     assert acts.scale.isna().all()  # dynamic: the int8 model's outputs are float
     assert "The shadow stage failed" in (out / "report.html").read_text()
+
+
+def test_an_unreadable_file_in_the_evaluation_folder_is_counted_too(tmp_path):
+    import torch
+
+    inputs = tmp_path / "inputs.pt"
+    torch.save(torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)), inputs)
+    images = _images(tmp_path / "eval", n=4, corrupt=1)  # broken0.jpg sits in the evaluation source
+    out = tmp_path / "run"
+    assert main(tiny_args(out, "tiny_cnn", "--data", str(inputs), "--eval-data", str(images), "--batch-size", "2",
+                          "--input-shape", "3,32,32")) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["data"]["skipped_files"] == 1 and manifest["data"]["skipped"] == ["broken0.jpg"]
+    assert any("broken0.jpg" in note for note in manifest["data"]["notes"])
