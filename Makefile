@@ -9,10 +9,13 @@ STAMP := $(VENV)/.qreport-installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# qreport is installed as a wheel (as users get it; an editable install makes setuptools warn on every install), and
+# again whenever a source or template file changes. Tests run from the source tree either way.
+SOURCES := $(wildcard setup.py qreport/*.py qreport/*/*.py qreport/*.json templates/*.* templates/partials/*.j2)
+$(STAMP): pyproject.toml $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check '.[test]'
 	touch $(STAMP)
 
 report: $(STAMP)
