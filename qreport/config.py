@@ -21,6 +21,9 @@ QCONFIG_PRESETS = {
     "per_tensor": ("MinMax activations, per-tensor MinMax weights (torch's default_qconfig)", "minmax", "per_tensor"),
     "per_channel": ("the backend's default activation observer, per-channel MinMax weights", "backend", "per_channel"),
     "histogram": ("histogram activations, per-channel MinMax weights", "histogram", "per_channel"),
+    "bias_correct": ("the backend's default qconfig, with empirical bias correction: the mean error the int8 layer "
+                     "adds per output channel on the calibration data is folded into its bias (Conv/Linear)",
+                     "backend", "backend"),
     "equalize": ("the backend's default qconfig, with input-weight equalization: the layer's input channels are "
                  "scaled into its weights (Conv/Linear)", "backend", "backend"),
 }

@@ -1,7 +1,7 @@
 """The remedy ladder: from the ranked findings, the changes to try, cheapest first (pure data; no torch).
 
 Rungs: fix the calibration data, then better activation observers, then per-channel weights, then input-weight
-equalization, then keep layers float one at a time (kernel defects first, then the located layers in rank order). The fix stage measures every
+equalization, then bias correction, then keep layers float one at a time (kernel defects first, then the located layers in rank order). The fix stage measures every
 rung for real and keeps only the ones that help beyond the noise.
 """
 
@@ -15,14 +15,15 @@ from qreport.config import ModuleOverride, parse_qconfig_text
 from qreport.overrides import kept_float_by
 
 FLOAT_RUNGS = 8  # layers tried in float, one rung each, at the most
-KIND_ORDER = ("recalibrate", "observer", "per_channel", "equalization", "float")
+KIND_ORDER = ("recalibrate", "observer", "per_channel", "equalization", "bias_correction", "float")
+BIAS_CAUSES = ("per_tensor_weights", "weight_outlier")  # weight rounding shifts a layer's mean output
 
 
 @dataclasses.dataclass(frozen=True)
 class Rung:
     """One step of the ladder: qconfig changes, or a change of the calibration data (``data``)."""
 
-    kind: str  # recalibrate | observer | per_channel | equalization | float
+    kind: str  # recalibrate | observer | per_channel | equalization | bias_correction | float
     changes: tuple[ModuleOverride, ...] = ()
     data: str = ""  # "" | "drop:<input name>" | "evaluation"
     because: str = ""  # the finding codes this rung answers
@@ -68,6 +69,11 @@ def plan(guidance: pd.DataFrame | None, existing=()) -> list[Rung]:
         if chosen:
             rungs.append(Rung(kind, tuple(ModuleOverride(m, preset=preset) for m in chosen),
                               because=",".join(sorted(set(chosen.values())))))
+    weighty = list(dict.fromkeys(r["layer_fqn"] for r in rows.to_dict("records")
+                                 if r["code"] in BIAS_CAUSES and r["layer_fqn"] and not kept_float_by(r["layer_fqn"], existing)))
+    if weighty:
+        rungs.append(Rung("bias_correction", tuple(ModuleOverride(m, preset="bias_correct") for m in weighty),
+                          because=",".join(sorted(set(rows.loc[rows.code.isin(BIAS_CAUSES), "code"])))))
     floats = by_preset["float"]
     # a wrong kernel is fixed only in float; the simulated float set helps as a whole (neighbours sharing a range
     # only help together): one rung each; then the other located layers one at a time

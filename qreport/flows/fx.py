@@ -210,6 +210,7 @@ class FxStaticFlow:
         self._skip_classes: list[type] = []
         self._followers: dict[str, list[str]] = {}  # layer -> the BatchNorm/activation modules fused into it
         self._bridges: list[tuple] = []  # pass-through ops between float layers, kept float with them
+        self._bias_corrections: dict = {}  # layer -> per-channel bias correction, applied by every convert
         self.notes: list[str] = []  # lines the Numeric Suite printed
 
     # -- configuration -------------------------------------------------------------------------
@@ -290,11 +291,22 @@ class FxStaticFlow:
             return self._prepare_fx(copy.deepcopy(model), example, custom)
 
     def calibrated(self, model: nn.Module, example: torch.Tensor, batches) -> nn.Module:
-        """A prepared copy of ``model`` whose observers have seen ``batches`` (prepare, then calibrate)."""
+        """A prepared copy of ``model`` whose observers have seen ``batches`` (prepare, then calibrate); layers asked
+        for bias correction get theirs measured on the same batches, for every later ``convert``."""
         prepared = self.prepare(model, example)
+        layers = [o.module for o in self.overrides if o.preset == "bias_correct"]
+        seen = []
         with torch.no_grad(), quiet_torch(self.verbose, self.notes):
             for x in batches:
                 call(prepared, x)
+                if layers:
+                    seen.append(x)
+        self._bias_corrections = {}
+        if layers:
+            from qreport.flows.fx_bias import bias_corrections
+
+            with quiet_torch(self.verbose, self.notes):
+                self._bias_corrections = bias_corrections(prepared, self.convert(prepared), layers, seen)
         return prepared
 
     def _prepare_fx(self, model: nn.Module, example: torch.Tensor, custom) -> nn.Module:
@@ -330,7 +342,7 @@ class FxStaticFlow:
     def with_overrides(self, overrides: Iterable[ModuleOverride]) -> "FxStaticFlow":
         """The same flow with other per-module overrides (the fix stage re-quantizes with them)."""
         flow = copy.copy(self)
-        flow.overrides, flow.notes = tuple(overrides), []
+        flow.overrides, flow.notes, flow._bias_corrections = tuple(overrides), [], {}
         return flow
 
     def convert(self, prepared: nn.Module) -> nn.Module:
@@ -340,7 +352,12 @@ class FxStaticFlow:
         model = copy.deepcopy(prepared)
         keep_float_modules(model, self.overrides)
         with quiet_torch(self.verbose, self.notes):
-            return convert_fx(model)
+            quantized = convert_fx(model)
+        if self._bias_corrections:
+            from qreport.flows.fx_bias import apply_corrections
+
+            apply_corrections(quantized, self._bias_corrections)
+        return quantized
 
     # -- instrumentation -----------------------------------------------------------------------
     def weight_pairs(self, prepared: nn.Module, quantized: nn.Module) -> list[dict]:

@@ -77,7 +77,8 @@ def _where(findings: list[dict], order: dict[str, int]) -> str:
 
 _REMEDY_VERBS = {"float": "keeping {modules} float", "per_channel": "per-channel weights for {modules}",
                  "observer": "histogram observers for {modules}",
-                 "equalization": "input-weight equalization for {modules}"}
+                 "equalization": "input-weight equalization for {modules}",
+                 "bias_correction": "bias correction for {modules}"}
 
 
 def _names(modules: list[str]) -> str:
