@@ -63,7 +63,7 @@ def _cause(findings: list[dict], fix: dict | None) -> str:
             phrase = CAUSE_PLURALS.get(f["code"], phrase)
         text = phrase.format(layer=_names(same) if len(same) > 1 else f["layer_fqn"], subject=f.get("subject", ""))
         if _ladder_effect(f["code"], fix) is False:
-            text += " — though its measured remedy did not help beyond the noise, so it is not what limits the output"
+            text += " — though the measured remedy did not help beyond the noise, so this is not what limits the output"
         return text
     return ""
 
