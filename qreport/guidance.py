@@ -15,6 +15,7 @@ import pandas as pd
 from qreport import causes, locations
 from qreport.findings import (CODES, DEFINITIVE, KINDS, SEVERITIES, Finding, Thresholds,  # noqa: F401 (public)
                                change)
+from qreport.schema import pass_through_nodes
 
 
 def _graph_links(graph: pd.DataFrame | None) -> tuple[dict[str, str], dict[str, set[str]]]:
@@ -24,7 +25,7 @@ def _graph_links(graph: pd.DataFrame | None) -> tuple[dict[str, str], dict[str, 
     rows = graph.to_dict("records")
     node_of = {r["layer_fqn"]: r["node"] for r in rows}
     node_of.update({r["node"]: r["node"] for r in rows})
-    passes = {r["node"] for r in rows if r["runs"] == "int8 pass-through"}
+    passes = pass_through_nodes(graph)
     inputs = {r["node"]: list(r["inputs"]) for r in rows}
     consumers: dict[str, list[str]] = {}
     for node, feeding in inputs.items():
@@ -117,7 +118,7 @@ def findings(tables: dict[str, pd.DataFrame], weights_trained: bool = True, back
                                  view="isolated" if shadow is not None else "propagated")
     out += locations.sensitivity_findings(tables.get("sensitivity"), backend)
     graph = tables.get("graph")
-    passes = set(graph.loc[graph.runs == "int8 pass-through", "node"]) if graph is not None and len(graph) else set()
+    passes = pass_through_nodes(graph)
     prop = {r["layer"]: r for r in prop_df.to_dict("records")} if prop_df is not None and len(prop_df) else {}
     origins = locations.origin_findings(shadow, prop, passes, backend, t)
     iso = {r["layer"]: r for r in shadow.to_dict("records")} if shadow is not None and len(shadow) else {}

@@ -234,6 +234,14 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
 }
 
 
+PASS_THROUGH = "int8 pass-through"  # graph.runs of an op that runs on its input's int8 scale
+
+
+def pass_through_nodes(graph) -> set[str]:
+    """The nodes of a ``graph`` table (a DataFrame, or None) that run on their input's int8 scale."""
+    return set(graph.loc[graph.runs == PASS_THROUGH, "node"]) if graph is not None and len(graph) else set()
+
+
 def arrow_schema(stage: str) -> pa.Schema:
     """The pyarrow schema declared for ``stage``, tagged with the schema version."""
     return pa.schema(COLUMNS[stage], metadata={b"qreport.schema_version": str(SCHEMA_VERSION).encode()})

@@ -15,15 +15,14 @@ from qreport.data import call
 class _RangeRecorder(nn.Module):
     """Stands in for one observer: records per-image |max| (calibration) or values outside a range (evaluation)."""
 
-    def __init__(self, lo: float, hi: float):
+    def __init__(self, lo: float, hi: float, scale: float, fake_quant_off: bool):
         super().__init__()
-        self.lo, self.hi = lo, hi
+        self.lo, self.hi, self.scale = lo, hi, scale
         self.per_image: list[float] = []
         self.outside = self.total = 0
         self.eval_min, self.eval_max = math.inf, -math.inf
         self.mode = "calibration"
-        self.fake_quant_off = False  # QAT: the fake quantization here was switched off
-        self.scale = math.nan
+        self.fake_quant_off = fake_quant_off  # QAT: the fake quantization here was switched off
 
     def forward(self, x):
         if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.numel()):
@@ -84,9 +83,7 @@ def activation_ranges(prepared: nn.Module, calibration, evaluation) -> list[dict
         producer = node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
         if span is None or producer is None or producer.name in recorders:
             continue  # shared observers (ReLU6 shares its input's) are recorded once, at the producer
-        recorder = _RangeRecorder(*span[:2])
-        recorder.scale = span[2]
-        recorder.fake_quant_off = fake_quant_off
+        recorder = _RangeRecorder(*span, fake_quant_off)
         name = f"qreport_range_{node.name}"
         model.add_submodule(name, recorder)
         node.target = name

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pandas as pd
-from torch import nn
 
 from qreport.overrides import kept_float_by
+from qreport.schema import PASS_THROUGH
 from qreport.stages.tables import stage_frame
 
 def _fqns(ctx, stage: str) -> set[str]:
@@ -44,7 +44,7 @@ def run(ctx) -> pd.DataFrame:
                 status = "quantized" if op_type.startswith("quantized.") or runs.get(fqn, "").startswith("int8") \
                     else "float"
                 rows.append({"layer_fqn": fqn, "op_type": op_type, "status": status,
-                             "passes": runs.get(fqn) == "int8 pass-through"})
+                             "passes": runs.get(fqn) == PASS_THROUGH})
     for row in rows:
         fqn = row["layer_fqn"]
         notes = []

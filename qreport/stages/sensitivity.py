@@ -16,6 +16,7 @@ from qreport.flows.fx import short_type
 from qreport.flows.fx_sim import Simulator
 from qreport.data import batch_len, call, take
 from qreport.locations import SIM_ACTIVATIONS, SIM_ALL, SIM_REAL, SIM_WEIGHTS
+from qreport.schema import pass_through_nodes
 from qreport.scoring import first_tensor, score_outputs
 from qreport.stages.result import StageResult
 
@@ -141,8 +142,7 @@ def _with_pass_through(float_ops: set[str], passes: set[str], inputs: dict[str, 
 
 def _pass_through_ops(ctx) -> set[str]:
     """Ops that run on their input's int8 scale: keeping one float is no fix (the graph stage's ``runs``)."""
-    graph = ctx.tables.get("graph")
-    return set(graph.loc[graph.runs == "int8 pass-through", "node"]) if graph is not None and len(graph) else set()
+    return pass_through_nodes(ctx.tables.get("graph"))
 
 
 def _worst_first(ctx, layers: list[str]) -> list[str]:
