@@ -92,7 +92,7 @@ def child_tutorial(model_name: str, images: int) -> dict:
     float_model, prepared, flow, data = _setup(model_name, images)
     batches = list(data.evaluation)
     t = time.perf_counter()
-    a, b = flow.logged_models(float_model, prepared, ns.OutputLogger)
+    a, b = flow.ns_logged_models(float_model, prepared, ns.OutputLogger)
     with torch.no_grad():
         for x in batches:
             a(x)
@@ -102,7 +102,7 @@ def child_tutorial(model_name: str, images: int) -> dict:
     activations = time.perf_counter() - t
     del a, b, results
     t = time.perf_counter()
-    shadow, _ = flow.shadow_model(float_model, prepared, ns.OutputLogger)
+    shadow, _ = flow.ns_shadow_model(float_model, prepared, ns.OutputLogger)
     with torch.no_grad():
         for x in batches:
             shadow(x)

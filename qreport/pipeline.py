@@ -164,7 +164,7 @@ def _quantize(ctx: BuildContext, example, progress: Progress, verbose: bool) -> 
     t = time.perf_counter()
     ctx.quantized = ctx.flow.convert(ctx.prepared)
     ctx.node_fqns = ctx.flow.node_fqns(ctx.prepared, ctx.quantized)
-    ctx.module_nodes = {n.name for n in ctx.quantized.graph.nodes if n.op == "call_module"}
+    ctx.module_nodes = ctx.flow.module_nodes(ctx.quantized)
     ctx.compare_after = ctx.flow.compare_after(ctx.quantized)
     ctx.macs = macs_per_module(ctx.loaded.module, example)
     with quiet_torch(verbose):

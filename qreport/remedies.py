@@ -48,9 +48,9 @@ def _data_rungs(guidance: pd.DataFrame) -> list[Rung]:
     return []
 
 
-def plan(guidance: pd.DataFrame | None, existing=()) -> list[Rung]:
+def plan(guidance: pd.DataFrame | None, existing=(), presets=None) -> list[Rung]:
     """The rungs to measure, cheapest first, from the high and medium findings with a change (never one for a module
-    the user already keeps float)."""
+    the user already keeps float, nor a preset outside ``presets``, the ones the flow can build)."""
     if guidance is None or not len(guidance):
         return []
     rows = guidance[guidance.severity.isin(("high", "medium"))].sort_values("rank")
@@ -58,7 +58,7 @@ def plan(guidance: pd.DataFrame | None, existing=()) -> list[Rung]:
     by_preset: dict[str, dict[str, str]] = {"histogram": {}, "per_channel": {}, "equalize": {}, "float": {}}
     for r in rows.to_dict("records"):
         preset = r["change_preset"]
-        if not preset or preset not in by_preset:
+        if not preset or preset not in by_preset or (presets is not None and preset not in presets):
             continue
         module = parse_qconfig_text("[modules]\n" + r["change_toml"], "guidance")[0].module  # a functional op's module
         if kept_float_by(module, existing):
@@ -71,7 +71,7 @@ def plan(guidance: pd.DataFrame | None, existing=()) -> list[Rung]:
                               because=",".join(sorted(set(chosen.values())))))
     weighty = list(dict.fromkeys(r["layer_fqn"] for r in rows.to_dict("records")
                                  if r["code"] in BIAS_CAUSES and r["layer_fqn"] and not kept_float_by(r["layer_fqn"], existing)))
-    if weighty:
+    if weighty and (presets is None or "bias_correct" in presets):
         rungs.append(Rung("bias_correction", tuple(ModuleOverride(m, preset="bias_correct") for m in weighty),
                           because=",".join(sorted(set(rows.loc[rows.code.isin(BIAS_CAUSES), "code"])))))
     floats = by_preset["float"]

@@ -13,8 +13,8 @@ from qreport.qtypes import INT_RANGE
 
 HIST_BINS = 64
 HIST_SAMPLE = 1 << 16  # histograms count a fixed stride of each batch: at most ~65k values per batch
-
-
+FLOAT_NAME = "fp32"  # the side a logged value comes from: the float (reference) model
+QUANT_NAME = "int8"  # or the quantized model
 
 def _quant_range(q: torch.Tensor) -> tuple[float, int, float, float]:
     """Scale, zero point and the float range a per-tensor quantized tensor can represent."""

@@ -38,3 +38,15 @@ def test_only_flows_import_torch_ao():
             continue
         text = path.read_text(encoding="utf-8")
         assert "torch.ao" not in text, f"{path.relative_to(ROOT)} names torch.ao; ask the flow instead"
+
+
+def test_stages_use_the_flow_contract_only():
+    """Stages, the context and the fix reach a quantization API only through ``ctx.flow`` (flows/contract.py); the
+    pipeline picks the flow from the package's registry."""
+    for path in sorted((ROOT / "qreport").rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if "flows" in rel.parts:
+            continue
+        flows = {n for n in _imports(path) if n.startswith("qreport.flows")}
+        allowed = {"qreport.flows"} if rel.name == "pipeline.py" else set()
+        assert flows <= allowed, f"{rel} imports {sorted(flows - allowed)}; use the flow contract"

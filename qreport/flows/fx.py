@@ -15,15 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qreport.config import ModuleOverride
+from qreport.config import QCONFIG_PRESETS, ModuleOverride
 from qreport.data import call, model_args
 from qreport.errors import InputError
 from qreport.flows.fx_checks import check_finite_parameters, check_traceable, resolve_non_traceable
 from qreport.flows.fx_regions import float_bridges, fused_followers
 from qreport.overrides import kept_float_by
-
-FLOAT_NAME = "fp32"
-QUANT_NAME = "int8"
+from qreport.streaming import FLOAT_NAME, QUANT_NAME
 
 # Activations whose range a preceding quantized op takes on; both sides are compared after them.
 _CLAMP_FUNCTIONS = {F.relu, F.relu6, F.hardtanh, torch.relu}
@@ -338,6 +336,7 @@ class FxStaticFlow:
 
     #: stage name -> why this flow cannot run it (the stage is recorded as skipped)
     unsupported_stages: dict[str, str] = {}
+    presets: tuple[str, ...] = tuple(QCONFIG_PRESETS)  # every preset builds under FX
 
     def with_overrides(self, overrides: Iterable[ModuleOverride]) -> "FxStaticFlow":
         """The same flow with other per-module overrides (the fix stage re-quantizes with them)."""
@@ -409,7 +408,15 @@ class FxStaticFlow:
                 fqns[node.name] = str(node.target)
         return fqns
 
-    def logged_models(self, float_model: nn.Module, prepared: nn.Module, logger_cls) -> tuple[nn.Module, nn.Module]:
+    def logged_models(self, float_model: nn.Module, prepared: nn.Module, pairing) -> tuple[nn.Module, nn.Module]:
+        """Float and int8 models whose matched layer outputs go to ``pairing`` (a ``streaming.LayerPairing``)."""
+        return self.ns_logged_models(float_model, prepared, make_streaming_logger(pairing))
+
+    def shadow_model(self, float_model: nn.Module, prepared: nn.Module, pairing) -> tuple[nn.Module, list[dict]]:
+        """The int8 model with float shadows fed its inputs, both outputs to ``pairing``, and what was skipped."""
+        return self.ns_shadow_model(float_model, prepared, make_streaming_logger(pairing))
+
+    def ns_logged_models(self, float_model: nn.Module, prepared: nn.Module, logger_cls) -> tuple[nn.Module, nn.Module]:
         """Float and int8 models with loggers on every matched layer output (``add_loggers``)."""
         import torch.ao.ns._numeric_suite_fx as ns
 
@@ -417,7 +424,7 @@ class FxStaticFlow:
         with quiet_torch(self.verbose, self.notes), self._ns_patches(float_model):
             return ns.add_loggers(FLOAT_NAME, _out_of_place(float_model), QUANT_NAME, quantized, logger_cls)
 
-    def shadow_model(self, float_model: nn.Module, prepared: nn.Module, logger_cls) -> tuple[nn.Module, list[dict]]:
+    def ns_shadow_model(self, float_model: nn.Module, prepared: nn.Module, logger_cls) -> tuple[nn.Module, list[dict]]:
         """The int8 model with float shadows fed the same inputs (``add_shadow_loggers``) and what was skipped."""
         import torch.ao.ns._numeric_suite_fx as ns
 
@@ -486,6 +493,40 @@ class FxStaticFlow:
 
         with quiet_torch(self.verbose, self.notes):
             return kernel_checks(float_model, quantized, example)
+
+    @staticmethod
+    def op_label(type_name: str) -> str:
+        """The op type as the report shows it (``quantized.Conv2d``)."""
+        return short_type(type_name)
+
+    @staticmethod
+    def module_nodes(quantized: nn.Module) -> set[str]:
+        """Names of the int8 graph's nodes that are a module's own op (their layer is the module path)."""
+        return {n.name for n in quantized.graph.nodes if n.op == "call_module"}
+
+    @staticmethod
+    def op_types(quantized: nn.Module) -> dict[str, str]:
+        """Node name -> qualified type of what it calls in the int8 model."""
+        types = {}
+        for node in quantized.graph.nodes:
+            if node.op == "call_module":
+                cls = type(quantized.get_submodule(node.target))
+                types[node.name] = f"{cls.__module__}.{cls.__name__}"
+            else:
+                types[node.name] = getattr(node.target, "__name__", str(node.target))
+        return types
+
+    @staticmethod
+    def qdq_boundaries(quantized: nn.Module) -> int:
+        """Quantize and dequantize steps in the int8 graph (each a boundary between float and int8)."""
+        return sum(1 for n in quantized.graph.nodes
+                   if n.target in (torch.quantize_per_tensor, "dequantize", torch.quantize_per_tensor_dynamic))
+
+    def simulator(self, prepared: nn.Module, quantized: nn.Module, calibration):
+        """A simulated int8 model in which any set of ops can be kept float without re-quantizing."""
+        from qreport.flows.fx_sim import Simulator
+
+        return Simulator(prepared, quantized, calibration)
 
     @staticmethod
     def logger_base():

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from qreport.flows.fx import FLOAT_NAME, QUANT_NAME, make_streaming_logger, short_type
 from qreport.data import call
 from qreport.stages.result import StageResult
 from qreport.stages.tables import stage_frame
-from qreport.streaming import LayerPairing
+from qreport.streaming import FLOAT_NAME, QUANT_NAME, LayerPairing
 
 
 def pairing_rows(ctx, pairing: LayerPairing) -> list[dict]:
@@ -26,7 +25,7 @@ def pairing_rows(ctx, pairing: LayerPairing) -> list[dict]:
             {
                 "layer": layer,
                 "layer_fqn": ctx.layer_fqn(layer),
-                "op_type": short_type(info.get("op_type", "")),
+                "op_type": ctx.flow.op_label(info.get("op_type", "")),
                 "float_node": info.get("float_node", ""),
                 "order": order,
                 "compared_after": after[0] if after else "",
@@ -54,7 +53,7 @@ def uncompared(ctx, pairing: LayerPairing) -> list[dict]:
 def run(ctx) -> StageResult:
     """Stream every evaluation batch through both logged models; keep only running statistics."""
     pairing = new_pairing(ctx)
-    float_logged, quant_logged = ctx.flow.logged_models(ctx.reference, ctx.prepared, make_streaming_logger(pairing))
+    float_logged, quant_logged = ctx.flow.logged_models(ctx.reference, ctx.prepared, pairing)
     with torch.no_grad():
         for x in ctx.batches(ctx.data.evaluation, "activations"):
             call(quant_logged, x)  # int8 first: its (1-byte) tensors wait, each float one is folded as it arrives

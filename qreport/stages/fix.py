@@ -42,8 +42,7 @@ def cost(flow, float_model: nn.Module, quantized: nn.Module, macs: dict[str, int
         float_params += n if status == "float" else 0
     total_macs = sum(macs.values())
     float_macs = sum(v for k, v in macs.items() if statuses.get(k, "fused") == "float")
-    boundaries = sum(1 for n in quantized.graph.nodes
-                     if n.target in (torch.quantize_per_tensor, "dequantize", torch.quantize_per_tensor_dynamic))
+    boundaries = flow.qdq_boundaries(quantized)
     return {
         "float_param_share": float_params / params if params else math.nan,
         "float_mac_share": float_macs / total_macs if total_macs else math.nan,
@@ -148,7 +147,7 @@ def run(ctx) -> pd.DataFrame:
     applied: list[ModuleOverride] = []
     data, current, current_cost = "", base, before
     kept_any = False
-    for number, rung in enumerate(ctx.progress(plan(ctx.tables.get("guidance"), ctx.config.overrides), "fix: ladder",
+    for number, rung in enumerate(ctx.progress(plan(ctx.tables.get("guidance"), ctx.config.overrides, ctx.flow.presets), "fix: ladder",
                                                unit="rung")):
         if base and target_met(ctx, current):
             break

@@ -12,8 +12,6 @@ import math
 import pandas as pd
 import torch
 
-from qreport.flows.fx import short_type
-from qreport.flows.fx_sim import Simulator
 from qreport.data import batch_len, call, take
 from qreport.locations import SIM_ACTIVATIONS, SIM_ALL, SIM_REAL, SIM_WEIGHTS
 from qreport.schema import pass_through_nodes
@@ -43,7 +41,7 @@ def _score(refs, outs) -> tuple[float, float]:
 def run(ctx) -> StageResult:
     """Rows of kind ``model`` (simulated whole-model configurations) and ``layer`` (one per quantized op)."""
     batches = _images(ctx.data.evaluation, ctx.config.sensitivity_images)
-    sim = Simulator(ctx.prepared, ctx.quantized, ctx.data.calibration)
+    sim = ctx.flow.simulator(ctx.prepared, ctx.quantized, ctx.data.calibration)
     with torch.no_grad():
         refs = [first_tensor(call(ctx.reference, x)).float() for x in batches]
         real = [first_tensor(call(ctx.quantized, x)) for x in batches]
@@ -77,12 +75,12 @@ def run(ctx) -> StageResult:
         quant_db, quant_top1 = measure(float_ops=set(sim.ops) - {op})
         measured.append((order, op, float_db, float_top1, quant_db, quant_top1))
     greedy = _greedy(measured, base_db, ctx.config.target_sqnr, measure)
-    op_types = _op_types(ctx.quantized)
+    op_types = ctx.flow.op_types(ctx.quantized)
     for order, op, float_db, float_top1, quant_db, quant_top1 in measured:
         fqn = ctx.layer_fqn(op)
         step, step_db = greedy.get(op, (-1, math.nan))
         rows.append({
-            "kind": "layer", "layer": op, "layer_fqn": fqn, "op_type": short_type(op_types.get(op, "")),
+            "kind": "layer", "layer": op, "layer_fqn": fqn, "op_type": ctx.flow.op_label(op_types.get(op, "")),
             "order": order, "has_weights": op in sim.weights, "macs": int(ctx.macs.get(fqn, 0)),
             "float_alone_sqnr_db": float_db, "float_alone_top1": float_top1,
             "quant_alone_sqnr_db": quant_db, "quant_alone_top1": quant_top1,
@@ -168,18 +166,6 @@ def _quantized_ops(ctx, sim) -> set[str]:
     if acts is None or not len(acts):
         return set(sim.observed_ops)
     return set(acts.loc[acts.scale.notna(), "layer"])
-
-
-def _op_types(quantized) -> dict[str, str]:
-    """FX node name -> qualified type of what it calls in the int8 model."""
-    types = {}
-    for node in quantized.graph.nodes:
-        if node.op == "call_module":
-            cls = type(quantized.get_submodule(node.target))
-            types[node.name] = f"{cls.__module__}.{cls.__name__}"
-        else:
-            types[node.name] = getattr(node.target, "__name__", str(node.target))
-    return types
 
 
 def _model_row(name: str, sqnr: float, top1: float, sim_vs_real: float = math.nan) -> dict:

@@ -7,7 +7,6 @@ import math
 import pandas as pd
 import torch
 
-from qreport.flows.fx import short_type
 from qreport.metrics import sqnr_db
 from qreport.stages.tables import stage_frame
 
@@ -66,7 +65,7 @@ def run(ctx) -> pd.DataFrame:
     """One row per quantized layer with a weight, in model order (none paired: no rows, same columns)."""
     rows = []
     for order, pair in enumerate(ctx.flow.weight_pairs(ctx.prepared, ctx.quantized)):
-        row = weight_row(pair["layer"], pair["layer_fqn"], short_type(pair["op_type"]), pair["float_values"], pair["quant_values"])
+        row = weight_row(pair["layer"], pair["layer_fqn"], ctx.flow.op_label(pair["op_type"]), pair["float_values"], pair["quant_values"])
         row["order"] = order
         rows.append(row)
     return stage_frame("weights", rows)
