@@ -1,4 +1,4 @@
-"""Command line: ``qreport build | render | diff | models``; each subcommand returns an exit code."""
+"""Command line: ``qreport build | render | diff | sweep | models``; each subcommand returns an exit code."""
 
 from __future__ import annotations
 
@@ -213,6 +213,38 @@ def build_parser() -> argparse.ArgumentParser:
                        "the rest) or fail, at the input size tried, with the reason.")
     _add_common(m)
     m.set_defaults(func=cmd_models)
+
+    w = sub.add_parser(
+        "sweep", help="build many models × configs, each as its own qreport build, and index them ranked by loss",
+        description="Run every [[job]] of JOBS.toml as its own 'qreport build' process (--jobs at a time), each into "
+        "OUT/<name> with its output in OUT/logs/<name>.log, then write OUT/index.html (every report linked, ranked by "
+        "loss: accuracy drop with labels, else output SQNR, lowest first; failed jobs last) and OUT/summary.md. "
+        "JOBS.toml keys are qreport build's long options without '--'; [defaults] applies to every job that does "
+        "not set a key; relative paths resolve against JOBS.toml's folder. Every job is checked before any starts.",
+        epilog="example (JOBS.toml):\n"
+        "  [defaults]\n  batch-size = 8\n  calib-batches = 2\n"
+        "  [[job]]\n  name = \"mnv2-default\"        # the run folder: required, unique\n  model = \"mobilenet_v2\"\n"
+        "  [[job]]\n  name = \"mnv2-seed\"\n  model = \"mobilenet_v2\"\n  qconfig = \"seed_scenario.toml\"\n\n"
+        "  qreport sweep examples/sweep.toml --out reports/sweep --jobs 2\n"
+        "  qreport sweep --index-only reports/sweep    # index existing run folders, run nothing\n"
+        "  cat reports/sweep/summary.md >> \"$GITHUB_STEP_SUMMARY\"\n\n"
+        "exit code: 0 when every job exited 0, else the highest exit code of a job (so an error, 3/4/5/70, outranks\n"
+        "a failed gate, 1; a job killed by a signal counts as 70); 130 if interrupted (the finished jobs are\n"
+        "still indexed). A bad jobs file runs nothing: unknown key or bad value 2, unreadable file, no jobs or a\n"
+        "missing or repeated name 3; an OUT that holds something other than an earlier sweep 5.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    w.add_argument("jobs_file", nargs="?", metavar="JOBS.toml", help="the jobs to run")
+    w.add_argument("--out", metavar="OUT", help="sweep folder to write (default: reports/<JOBS.toml's stem>)")
+    w.add_argument("--jobs", type=_positive, default=1, metavar="N", help="builds run at once (default: %(default)s)")
+    w.add_argument("--threads-per-job", type=_positive, metavar="T",
+                   help="threads for each build, as OMP_NUM_THREADS/MKL_NUM_THREADS (default: CPUs // --jobs, at "
+                   "least 1)")
+    w.add_argument("--index-only", metavar="DIR",
+                   help="run nothing: write DIR/index.html and DIR/summary.md from the run folders in DIR (e.g. "
+                   "downloaded from CI jobs; a DIR/logs/<name>.log without a run folder is a failed job)")
+    w.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors and failed jobs")
+    w.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    w.set_defaults(func=cmd_sweep, verbose=False)
     return parser
 
 
@@ -335,6 +367,30 @@ def cmd_models(args) -> int:
         variant = "quantizable" if name in quantizable else "plain"
         print(f"{name:<20} {variant:<12} {row['status']:<8} {row['input']:<10} {row['detail']}".rstrip())
     return EXIT_OK
+
+
+def cmd_sweep(args) -> int:
+    """``qreport sweep JOBS.toml`` or ``qreport sweep --index-only DIR``."""
+    if args.index_only:
+        if args.jobs_file or args.out:
+            raise QReportError("--index-only DIR indexes DIR and runs nothing; drop JOBS.toml and --out",
+                               exit_code=EXIT_USAGE)
+        from qreport.render.sweep_index import write_index
+
+        index = write_index(args.index_only)
+        if not args.quiet:
+            print(f"index: {index}", file=sys.stderr)
+        return EXIT_OK
+    if not args.jobs_file:
+        raise QReportError("give a jobs file (qreport sweep JOBS.toml) or --index-only DIR", exit_code=EXIT_USAGE)
+    from pathlib import Path
+
+    from qreport.sweep import run_sweep
+    from qreport.sweep_jobs import load_jobs
+
+    jobs = load_jobs(args.jobs_file)
+    out = args.out or f"reports/{Path(args.jobs_file).stem}"
+    return run_sweep(jobs, out, workers=args.jobs, threads=args.threads_per_job, quiet=args.quiet)
 
 
 def main(argv: list[str] | None = None) -> int:
