@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "quantized per batch); or qat (compare a model prepared for quantization-aware training, fake-quant "
                    "ranges frozen, with its int8 conversion; a float model is prepared with the default QAT qconfigs) "
                    "(default: %(default)s)")
+    b.add_argument("--flow", choices=("fx", "pt2e"), default="fx",
+                   help="fx: FX graph mode quantization and its Numeric Suite; pt2e: torch.export and a torchao quantizer "
+                   "(static PTQ; needs the optional torchao, pip install --no-deps torchao==0.18.0) (default: %(default)s)")
+    b.add_argument("--quantizer", choices=("x86", "arm", "xnnpack"), default=None,
+                   help="with --flow pt2e: X86InductorQuantizer, ArmInductorQuantizer or the XNNPACK quantizer "
+                   "(per-channel symmetric weights) (default: x86)")
     b.add_argument("--non-traceable", action="append", default=[], metavar="MODULE_OR_CLASS",
                    help="a module path or class name torch.fx cannot trace: it stays float and untraced (repeatable)")
     b.add_argument("--backend", choices=("x86", "qnnpack"), default="x86", help="quantized engine (default: %(default)s)")
@@ -260,6 +266,8 @@ def cmd_build(args) -> int:
                           ("--target-accuracy-drop", args.target_accuracy_drop)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise InputError(f"{option} needs a non-negative number of percentage points, e.g. 1")
+    if args.quantizer and args.flow != "pt2e":
+        raise InputError(f"--quantizer {args.quantizer} picks a PT2E quantizer; add --flow pt2e (FX takes --backend)")
     cfg = BuildConfig(
         model=args.model, weights=args.weights, checkpoint=args.checkpoint, backend=args.backend,
         qconfig_file=args.qconfig, overrides=overrides, thresholds=thresholds, data=args.data,
@@ -267,7 +275,8 @@ def cmd_build(args) -> int:
         batch_size=args.batch_size, input_shape=args.input_shape, seed=args.seed, target_sqnr=args.target_sqnr,
         sensitivity_images=args.sensitivity_images,
         sensitivity_layers=args.sensitivity_layers, non_traceable=tuple(args.non_traceable), mode=args.mode,
-        metric=args.metric, target_accuracy_drop=args.target_accuracy_drop,
+        metric=args.metric, target_accuracy_drop=args.target_accuracy_drop, flow=args.flow,
+        quantizer=args.quantizer or "x86",
     )
     out = args.out or f"reports/{cfg.model.rpartition(':')[2].replace('/', '_')}"
     if not args.quiet:

@@ -72,6 +72,8 @@ class BuildConfig:
     input_shape: tuple[int, ...] | None = None
     seed: int = 0
     mode: str = "static"
+    flow: str = "fx"  # fx (FX graph mode) or pt2e (torch.export + torchao)
+    quantizer: str = "x86"  # the PT2E quantizer: x86, arm or xnnpack
     thresholds: tuple[tuple[str, float], ...] = ()  # guidance thresholds overridden by the qconfig file
     target_sqnr: float = 30.0  # output SQNR the greedy float set and the remedy ladder aim for (dB)
     target_accuracy_drop: float | None = None  # with labels, the ladder's goal instead: at most this many points lost
@@ -85,6 +87,8 @@ class BuildConfig:
         d["overrides"] = [dataclasses.asdict(o) for o in self.overrides]
         d["thresholds"] = dict(self.thresholds)
         d["input_shape"] = list(self.input_shape) if self.input_shape else None
+        if self.flow == "fx":  # FX runs keep the config (and fingerprint) they had before PT2E existed
+            del d["flow"], d["quantizer"]
         return d
 
     def fingerprint(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -20,3 +21,15 @@ def kept_float_by(fqn: str, overrides: Iterable[ModuleOverride]) -> str | None:
         if o.preset == "float" and covers(o.module, fqn):
             return o.module
     return None
+
+
+def unknown_module_error(names: list[str], overrides: Iterable[ModuleOverride]) -> str:
+    """A one-line error for the first override naming a module not in ``names`` (the model's paths), else ""."""
+    known = set(names)
+    for override in overrides:
+        if override.module not in known:
+            close = difflib.get_close_matches(override.module, names, n=3)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            return (f"qconfig names module {override.module!r}, which the model does not have{hint}; use a path from "
+                    "the report's coverage table")
+    return ""

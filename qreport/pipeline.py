@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 import platform
+import resource
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -19,7 +21,7 @@ from qreport.config import BuildConfig, render_qconfig_toml
 from qreport.context import BuildContext
 from qreport.errors import InputError, QReportError, first_line, is_own_bug
 from qreport.findings import Thresholds
-from qreport.flows import FLOWS, quiet_torch
+from qreport.flows import make_flow, quiet_torch
 from qreport.macs import macs_per_module
 from qreport.progress import Progress
 from qreport.models import load_metric, load_model, recalibrate_batchnorm
@@ -142,10 +144,9 @@ def _check_int8_runs(ctx: BuildContext, example, progress: Progress) -> None:
         with torch.no_grad():
             data_mod.call(ctx.quantized, example)
     except Exception as exc:  # a kernel limitation of this backend, not the user's input
-        other = "qnnpack" if ctx.config.backend == "x86" else "x86"
         detail = f"{exc.__class__.__name__}: {first_line(exc)[:120]}"
-        note = (f"the int8 model does not run on the {ctx.config.backend} backend ({detail}); the stages that run it "
-                f"are marked failed, the weights are still compared; try --backend {other}")
+        note = (f"the int8 model does not run ({ctx.flow.target}: {detail}); the stages that run it are marked "
+                f"failed, the weights are still compared; {ctx.flow.alternative}")
         progress.say(f"WARNING: {note}")
         ctx.notes.append(note)
 
@@ -170,7 +171,7 @@ def _quantize(ctx: BuildContext, example, progress: Progress, verbose: bool) -> 
     with quiet_torch(verbose):
         _check_int8_runs(ctx, example, progress)
     timings["convert"] = time.perf_counter() - t
-    progress.done("convert", f"backend {ctx.config.backend}", timings["convert"])
+    progress.done("convert", ctx.flow.target, timings["convert"])
     return timings
 
 
@@ -210,9 +211,15 @@ def _run_stages(ctx: BuildContext, writer: RunWriter, progress: Progress, verbos
         ctx.stage_status[name] = "ok"
         rows = len(result.tables[name])
         seconds = time.perf_counter() - t
-        stages[name] = {"status": "ok", "rows": int(rows), "seconds": seconds}
+        stages[name] = {"status": "ok", "rows": int(rows), "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
         progress.done(name, f"{rows} row{'s' if rows != 1 else ''}", seconds)
     return stages
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0, 1)
 
 
 def _manifest(ctx: BuildContext, example, stages: dict, timings: dict) -> dict:
@@ -261,7 +268,7 @@ def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False
     try:
         metric = load_metric(cfg.metric) if cfg.metric else None
         loaded, data, example, notes, load_seconds = _load(cfg, progress, verbose, max_accuracy_drop)
-        flow = FLOWS[cfg.mode](cfg.backend, cfg.overrides, verbose=verbose, non_traceable=cfg.non_traceable)
+        flow = make_flow(cfg, verbose)
         ctx = BuildContext(config=cfg, flow=flow, loaded=loaded, data=data, quiet=quiet, notes=notes, metric=metric)
         timings = {"load": load_seconds, **_quantize(ctx, example, progress, verbose)}
         stages = _run_stages(ctx, writer, progress, verbose)

@@ -221,3 +221,26 @@ class LayerPairing:
             self.stats[key].update(ref, quant, transform=act)
         except ValueError as exc:
             self.unsupported[key] = str(exc)
+
+
+class Tap(torch.nn.Module):
+    """Hands the value passing a point of a graph to a ``LayerPairing`` (the attributes it reads), and passes it on.
+
+    With ``scale``/``zero_point`` the value is an integer tensor of that quantization, handed on as a torch
+    quantized tensor so its scale and clipping range are known.
+    """
+
+    def __init__(self, pairing: LayerPairing, side: str, key: str, layer: str, op_type: str, node: str):
+        super().__init__()
+        self.pairing = pairing
+        self.model_name, self.ref_name, self.ref_node_name = side, key, layer
+        self.ref_node_target_type, self.prev_node_name = op_type, node
+        self.enabled = True
+
+    def forward(self, x, scale: float | None = None, zero_point: int | None = None):
+        if self.enabled:
+            value = x
+            if scale is not None and isinstance(x, torch.Tensor) and not x.is_floating_point():
+                value = torch._make_per_tensor_quantized_tensor(x, float(scale), int(zero_point))
+            self.pairing.offer(self, value)
+        return x

@@ -1,14 +1,25 @@
-"""Quantization flows: the only place qreport talks to a quantization API.
+"""Quantization flows: the only place qreport talks to a quantization API (the contract: ``contract.Flow``).
 
-A flow prepares, calibrates and converts a model and instruments reference/quantized pairs for the
-comparison stages. ``fx.FxStaticFlow`` wraps ``torch.ao.quantization`` FX graph mode and the FX
-Numeric Suite; ``FxDynamicFlow`` and ``fx_qat.FxQatFlow`` vary it; another flow (for example PT2E) can
-provide the same methods.
+``fx.FxStaticFlow`` wraps ``torch.ao.quantization`` FX graph mode and the FX Numeric Suite; ``FxDynamicFlow`` and
+``fx_qat.FxQatFlow`` vary it; ``pt2e.Pt2eStaticFlow`` quantizes through ``torch.export`` and torchao's quantizers.
 """
 
+from qreport.errors import InputError
 from qreport.flows.fx import FxDynamicFlow, FxStaticFlow, quiet_torch
 from qreport.flows.fx_qat import FxQatFlow
 
 FLOWS = {"static": FxStaticFlow, "dynamic": FxDynamicFlow, "qat": FxQatFlow}
 
-__all__ = ["FLOWS", "FxDynamicFlow", "FxQatFlow", "FxStaticFlow", "quiet_torch"]
+
+def make_flow(cfg, verbose: bool = False):
+    """The flow a build config asks for (``--flow``, ``--mode``, ``--backend``/``--quantizer``)."""
+    if cfg.flow == "pt2e":
+        if cfg.mode != "static":
+            raise InputError(f"--flow pt2e runs static post-training quantization; --mode {cfg.mode} needs --flow fx")
+        from qreport.flows.pt2e import Pt2eStaticFlow
+
+        return Pt2eStaticFlow(cfg.quantizer, cfg.overrides, verbose=verbose, non_traceable=cfg.non_traceable)
+    return FLOWS[cfg.mode](cfg.backend, cfg.overrides, verbose=verbose, non_traceable=cfg.non_traceable)
+
+
+__all__ = ["FLOWS", "FxDynamicFlow", "FxQatFlow", "FxStaticFlow", "make_flow", "quiet_torch"]

@@ -22,6 +22,8 @@ class Flow(Protocol):
     unsupported_stages: dict[str, str]  # stage -> why this flow cannot run it
     presets: tuple[str, ...]  # the qconfig presets this flow can build (the remedy ladder tries no other)
     notes: list[str]  # lines the flow's quantization API printed
+    target: str  # what the int8 model runs on or was made for ("backend x86"), for progress lines
+    alternative: str  # what to try when the int8 model does not run
 
     # quantization
     def calibrated(self, model: nn.Module, example, batches) -> nn.Module:

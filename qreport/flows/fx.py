@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import difflib
 import io
 import re
 import sys
@@ -20,7 +19,7 @@ from qreport.data import call, model_args
 from qreport.errors import InputError
 from qreport.flows.fx_checks import check_finite_parameters, check_traceable, resolve_non_traceable
 from qreport.flows.fx_regions import float_bridges, fused_followers
-from qreport.overrides import kept_float_by
+from qreport.overrides import kept_float_by, unknown_module_error
 from qreport.streaming import FLOAT_NAME, QUANT_NAME
 
 # Activations whose range a preceding quantized op takes on; both sides are compared after them.
@@ -211,6 +210,16 @@ class FxStaticFlow:
         self._bias_corrections: dict = {}  # layer -> per-channel bias correction, applied by every convert
         self.notes: list[str] = []  # lines the Numeric Suite printed
 
+    @property
+    def target(self) -> str:
+        """What the int8 model runs on, for progress lines."""
+        return f"backend {self.backend}"
+
+    @property
+    def alternative(self) -> str:
+        """What to try when the int8 model does not run."""
+        return f"try --backend {'qnnpack' if self.backend == 'x86' else 'x86'}"
+
     # -- configuration -------------------------------------------------------------------------
     def _qconfig(self, override: ModuleOverride):
         from torch.ao.quantization import QConfig, get_default_qconfig, observer
@@ -260,16 +269,9 @@ class FxStaticFlow:
 
     def check_overrides(self, model: nn.Module) -> None:
         """Fail with a one-line error if an override names a module the model does not have."""
-        names = _module_names(model)
-        known = set(names)
-        for override in self.overrides:
-            if override.module not in known:
-                close = difflib.get_close_matches(override.module, names, n=3)
-                hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-                raise InputError(
-                    f"qconfig names module {override.module!r}, which the model does not have{hint}; "
-                    "use a path from the report's coverage table"
-                )
+        error = unknown_module_error(_module_names(model), self.overrides)
+        if error:
+            raise InputError(error)
 
     # -- quantization --------------------------------------------------------------------------
     def prepare(self, model: nn.Module, example: torch.Tensor) -> nn.Module:

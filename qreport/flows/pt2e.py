@@ -1,0 +1,275 @@
+"""PT2E static post-training quantization (torchao): ``torch.export`` → ``prepare_pt2e`` → calibrate →
+``convert_pt2e``, with qreport's own weight, propagated and isolated views on the converted graph.
+
+torchao is an optional extra (``pip install --no-deps torchao==0.18.0``). The converted model is the reference
+quantize/dequantize representation: it computes in float around quantize/dequantize steps, as a backend's
+lowering is meant to reproduce.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from qreport.config import ModuleOverride
+from qreport.data import call, model_args
+from qreport.errors import InputError, first_line
+from qreport.flows import pt2e_graph, pt2e_taps
+from qreport.flows.fx import quiet_torch
+from qreport.overrides import kept_float_by, unknown_module_error
+from qreport.streaming import FLOAT_NAME, QUANT_NAME
+
+QUANTIZERS = ("x86", "arm", "xnnpack")
+TORCHAO_PIN = "torchao==0.18.0"
+# The presets each quantizer can express per module (X86 and ARM weights are per-channel, activations histogram).
+QUANTIZER_PRESETS = {"x86": ("float", "default"), "arm": ("float", "default"),
+                     "xnnpack": ("float", "default", "per_channel", "per_tensor")}
+# Known quantizer failures: (pattern in the error, what it means and what to do).
+KNOWN_FAILURES = [
+    (re.compile(r"more than one output node"),
+     "a module object used at two places in forward (torchvision's BasicBlock reuses self.relu) makes a partition "
+     "with two outputs, which this quantizer rejects; give each place its own module, or use --quantizer xnnpack "
+     "or arm, or --flow fx"),
+]
+
+
+def _torchao():
+    quiet = logging.getLogger("torch.utils._pytree")  # torchao 0.18 registers an Enum torch 2.14 warns about
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        import torchao.quantization.pt2e.quantize_pt2e as quantize_pt2e
+    except ImportError:
+        raise InputError(f"--flow pt2e needs torchao: pip install --no-deps {TORCHAO_PIN} (or install qreport[pt2e])") \
+            from None
+    finally:
+        quiet.setLevel(level)
+    return quantize_pt2e
+
+
+def _keeping_float(quantizer, modules: list[str]):
+    """``quantizer`` that leaves the ops inside ``modules`` unannotated, so they stay float (the XNNPACK quantizer
+    takes no ``None`` config per module)."""
+    from torchao.quantization.pt2e.quantizer import Quantizer
+
+    class KeepingFloat(Quantizer):
+        def annotate(self, model):
+            model = quantizer.annotate(model)
+            for node in model.graph.nodes:
+                if kept_float_by(pt2e_graph.module_path(node), floats):
+                    node.meta.pop("quantization_annotation", None)
+            return model
+
+        def validate(self, model):
+            return quantizer.validate(model)
+
+    floats = [ModuleOverride(m, preset="float") for m in modules]
+    return KeepingFloat()
+
+
+class Pt2eStaticFlow:
+    """Static PTQ through torchao's PT2E quantizers (X86 inductor, ARM inductor, XNNPACK)."""
+
+    name = "pt2e-static"
+    unsupported_stages = {
+        "kernels": "the PT2E graph runs float kernels around quantize/dequantize steps (nothing int8 to check alone)",
+        "ranges": "not yet measured for PT2E observers",
+    }
+
+    def __init__(self, quantizer: str = "x86", overrides: Iterable[ModuleOverride] = (), verbose: bool = False,
+                 non_traceable: Iterable[str] = ()):
+        if tuple(non_traceable):
+            raise InputError("--non-traceable is an FX option: torch.export captures the whole model; drop it with "
+                             "--flow pt2e")
+        if quantizer not in QUANTIZERS:
+            raise InputError(f"unknown quantizer {quantizer!r}; use one of {', '.join(QUANTIZERS)}")
+        self.quantizer_name = quantizer
+        self.overrides = tuple(overrides)
+        self.verbose = verbose
+        self.notes: list[str] = []
+        self.presets = QUANTIZER_PRESETS[quantizer]
+        self._float_model: nn.Module | None = None
+        for o in self.overrides:
+            if o.preset not in self.presets:
+                raise InputError(f"qconfig for {o.module!r}: {o.describe()!r} is not available with --flow pt2e "
+                                 f"--quantizer {quantizer}; use one of {', '.join(self.presets)}")
+
+    @property
+    def target(self) -> str:
+        """What quantized the model, for progress lines."""
+        return f"{self.quantizer_name} quantizer (PT2E)"
+
+    @property
+    def alternative(self) -> str:
+        """What to try when the int8 model does not run."""
+        return "try another --quantizer, or --flow fx"
+
+    # -- quantization --------------------------------------------------------------------------
+    def _quantizer(self):
+        if self.quantizer_name == "xnnpack":
+            from torchao.testing.pt2e._xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+
+            quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+            for o in self.overrides:
+                if o.preset != "float":
+                    quantizer.set_module_name(o.module, get_symmetric_quantization_config(
+                        is_per_channel=o.preset != "per_tensor"))
+            floats = [o.module for o in self.overrides if o.preset == "float"]
+            return _keeping_float(quantizer, floats) if floats else quantizer
+        if self.quantizer_name == "arm":
+            from torchao.quantization.pt2e.quantizer.arm_inductor_quantizer import (
+                ArmInductorQuantizer, get_default_arm_inductor_quantization_config)
+
+            quantizer, config = ArmInductorQuantizer(), get_default_arm_inductor_quantization_config()
+        else:
+            from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+                X86InductorQuantizer, get_default_x86_inductor_quantization_config)
+
+            quantizer, config = X86InductorQuantizer(), get_default_x86_inductor_quantization_config()
+        quantizer.set_global(config)
+        for o in self.overrides:
+            quantizer.set_module_name_qconfig(o.module, None if o.preset == "float" else config)
+        return quantizer
+
+    def export(self, model: nn.Module, example) -> nn.Module:
+        """``torch.export`` of the float model with a free batch size, as a graph module."""
+        args = model_args(example)
+        dynamic = tuple({0: torch.export.Dim.AUTO} for _ in args)
+        try:
+            return torch.export.export(model.eval(), args, dynamic_shapes=dynamic).module()
+        except Exception as exc:  # the user's model: tell them what torch.export said
+            raise InputError(f"torch.export cannot capture the model ({exc.__class__.__name__}: "
+                             f"{first_line(exc)[:160]}); quantize it with --flow fx instead") from None
+
+    def prepare(self, model: nn.Module, example) -> nn.Module:
+        """Export and insert the quantizer's observers (BatchNorm folded into its conv)."""
+        quantize_pt2e = _torchao()
+        error = unknown_module_error([n for n, _ in model.named_modules() if n], self.overrides)
+        if error:
+            raise InputError(error)
+        self._float_model = model
+        with quiet_torch(self.verbose, self.notes):
+            exported = self.export(model, example)
+            try:
+                return quantize_pt2e.prepare_pt2e(exported, self._quantizer())
+            except Exception as exc:
+                raise self._quantizer_error(exc) from None
+
+    def _quantizer_error(self, exc: Exception) -> Exception:
+        message = first_line(exc)
+        for pattern, meaning in KNOWN_FAILURES:
+            if pattern.search(message):
+                return InputError(f"the {self.quantizer_name} quantizer fails on this model ({message[:80]}): {meaning}")
+        return InputError(f"the {self.quantizer_name} quantizer fails on this model ({exc.__class__.__name__}: "
+                          f"{message[:160]}); try another --quantizer or --flow fx")
+
+    def calibrated(self, model: nn.Module, example, batches) -> nn.Module:
+        """A prepared copy of ``model`` whose observers have seen ``batches``."""
+        prepared = self.prepare(model, example)
+        with torch.no_grad(), quiet_torch(self.verbose, self.notes):
+            for x in batches:
+                call(prepared, x)
+        return prepared
+
+    def convert(self, prepared: nn.Module) -> nn.Module:
+        """A fresh quantize/dequantize model from a calibrated prepared one (int8 weights stored as constants)."""
+        quantize_pt2e = _torchao()
+        with quiet_torch(self.verbose, self.notes):
+            return quantize_pt2e.convert_pt2e(copy.deepcopy(prepared))
+
+    def with_overrides(self, overrides: Iterable[ModuleOverride]) -> "Pt2eStaticFlow":
+        """The same flow with other per-module overrides."""
+        return Pt2eStaticFlow(self.quantizer_name, overrides, self.verbose)
+
+    def reference(self, float_model: nn.Module, prepared: nn.Module) -> nn.Module:
+        """The float model."""
+        return float_model
+
+    def reference_note(self, model: nn.Module) -> str:
+        """A line for the report about what PT2E measures."""
+        return (f"quantized with torch.export and torchao's {self.quantizer_name} quantizer (PT2E); the int8 model is "
+                "the quantize/dequantize graph, before any backend lowering")
+
+    # -- naming ----------------------------------------------------------------------------------
+    def node_fqns(self, prepared: nn.Module, quantized: nn.Module) -> dict[str, str]:
+        """Node name -> the module path it ran in."""
+        return {n.name: path for n in quantized.graph.nodes if (path := pt2e_graph.module_path(n))}
+
+    def module_nodes(self, quantized: nn.Module) -> set[str]:
+        """Nodes that are the op of a leaf module (a conv's conv2d, a ReLU6's hardtanh)."""
+        leaves = {name for name, m in (self._float_model or nn.Module()).named_modules()
+                  if name and next(m.children(), None) is None}
+        return {n.name for n in quantized.graph.nodes if pt2e_graph.module_path(n) in leaves}
+
+    @staticmethod
+    def op_label(type_name: str) -> str:
+        """Op labels are made by the flow already (``quantized.conv2d``)."""
+        return type_name
+
+    @staticmethod
+    def op_types(quantized: nn.Module) -> dict[str, str]:
+        """Node name -> label of what it calls."""
+        labels = {op.node: op.label for op in pt2e_graph.quantized_ops(quantized)}
+        return {n.name: labels.get(n.name, pt2e_graph.target_name(n)) for n in quantized.graph.nodes}
+
+    # -- the views -------------------------------------------------------------------------------
+    def weight_pairs(self, prepared: nn.Module, quantized: nn.Module) -> list[dict]:
+        """(folded float weight, int8 weight) of every quantized layer with a weight, in graph order."""
+        fqns = self.node_fqns(prepared, quantized)
+        nodes = {n.name: n for n in quantized.graph.nodes}
+        pairs = []
+        for op in pt2e_graph.quantized_ops(quantized):
+            if not op.weight_args:
+                continue
+            arg = op.weight_args[0]
+            pairs.append({
+                "layer": op.node, "layer_fqn": fqns.get(op.node, op.node), "op_type": op.label,
+                "float_values": [pt2e_graph.float_weight(prepared, op.node, arg)],
+                "quant_values": [pt2e_graph.int8_weight(quantized, nodes[op.node].args[arg])],
+            })
+        return pairs
+
+    def compare_after(self, quantized: nn.Module) -> dict:
+        """Nothing: each layer is tapped after its fused activations already."""
+        return {}
+
+    def logged_models(self, float_model: nn.Module, prepared: nn.Module, pairing) -> tuple[nn.Module, nn.Module]:
+        """The float graph (observers removed, BatchNorm folded) and the int8 graph, each layer output tapped."""
+        quantized = self.convert(prepared)
+        ops = pt2e_graph.quantized_ops(quantized)
+        fqns = self.node_fqns(prepared, quantized)
+        reference = pt2e_taps.float_graph(prepared)
+        pt2e_taps.tap_layers(reference, ops, pairing, FLOAT_NAME, fqns)
+        pt2e_taps.tap_layers(quantized, ops, pairing, QUANT_NAME, fqns)
+        return reference, quantized
+
+    def shadow_model(self, float_model: nn.Module, prepared: nn.Module, pairing) -> tuple[nn.Module, list[dict]]:
+        """The int8 graph with each quantized layer's float counterpart fed the same dequantized inputs."""
+        quantized = self.convert(prepared)
+        ops = pt2e_graph.quantized_ops(quantized)
+        pt2e_taps.add_shadows(quantized, prepared, ops, pairing, self.node_fqns(prepared, quantized))
+        return quantized, []
+
+    def graph_nodes(self, quantized: nn.Module) -> list[dict]:
+        """The int8 graph's ops (fused activations folded into their op)."""
+        return pt2e_graph.graph_records(quantized)
+
+    def module_statuses(self, quantized: nn.Module) -> dict[str, str]:
+        """Module path -> quantized | float | fused."""
+        return pt2e_graph.module_statuses(quantized, self._float_model or nn.Module())
+
+    @staticmethod
+    def qdq_boundaries(quantized: nn.Module) -> int:
+        """Switches between float and int8 in the graph."""
+        return pt2e_graph.boundaries(quantized)
+
+    def simulator(self, prepared: nn.Module, quantized: nn.Module, calibration):
+        """The converted graph with switchable quantize steps and weights."""
+        from qreport.flows.pt2e_sim import Pt2eSimulator
+
+        return Pt2eSimulator(prepared, quantized)

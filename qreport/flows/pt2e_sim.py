@@ -1,0 +1,103 @@
+"""Simulated int8 on a converted PT2E graph: any set of layers kept float without re-quantizing.
+
+The quantize/dequantize graph already is a simulation: each activation's quantize → dequantize pair becomes a
+switchable fake-quantize step with the same qparams, and each int8 weight a switch between the dequantized int8
+weight and the float (BatchNorm-folded) one. A step is active when its producer or one of its consumers is
+quantized, as in a real int8 model, where keeping a run of layers float removes the steps inside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+from torch import fx, nn
+
+from qreport.data import call
+from qreport.flows import pt2e_graph
+
+
+class _FakeQuant(nn.Module):
+    def __init__(self, scale: float, zero_point: int, qmin: int, qmax: int):
+        super().__init__()
+        self.scale, self.zero_point, self.qmin, self.qmax = scale, zero_point, qmin, qmax
+        self.enabled = True
+
+    def forward(self, x):
+        if not self.enabled:
+            return x
+        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, self.qmin, self.qmax)
+
+
+class _Weight(nn.Module):
+    def __init__(self, int8: torch.Tensor, float_: torch.Tensor):
+        super().__init__()
+        self.int8, self.float, self.quantized = int8, float_, True
+
+    def forward(self):
+        return self.int8 if self.quantized else self.float
+
+
+@dataclasses.dataclass
+class _Edge:
+    module: _FakeQuant
+    producer: str
+    consumers: list[str]
+
+
+class Pt2eSimulator:
+    """Runs the converted graph with fake quantization on any subset of its layers (``Simulator``'s interface)."""
+
+    def __init__(self, prepared: fx.GraphModule, quantized: fx.GraphModule):
+        self.model = gm = copy.deepcopy(quantized)
+        layers = pt2e_graph.quantized_ops(gm)
+        owner = {op.end: op.node for op in layers}
+        nodes = {n.name: n for n in gm.graph.nodes}
+        self.weights: dict[str, _Weight] = {}
+        for op in layers:
+            node = nodes[op.node]
+            for arg in op.weight_args:
+                dq = node.args[arg]
+                switch = _Weight(pt2e_graph.int8_weight(gm, dq).dequantize(),
+                                 pt2e_graph.float_weight(prepared, op.node, arg))
+                name = f"qreport_weight_{op.node}_{arg}"
+                gm.add_module(name, switch)
+                with gm.graph.inserting_before(node):
+                    node.update_arg(arg, gm.graph.call_module(name, ()))
+                if not dq.users:
+                    gm.graph.erase_node(dq)
+                self.weights[op.node] = switch
+        self.edges: list[_Edge] = []
+        for q in [n for n in gm.graph.nodes if pt2e_graph.is_quantize(n) and n.args[0].op != "get_attr"]:
+            scale, zero_point, qmin, qmax = (q.args[1], q.args[2], q.args[3], q.args[4])
+            fq = _FakeQuant(float(scale), int(zero_point), int(qmin), int(qmax))
+            name = f"qreport_fake_quant_{q.name}"
+            gm.add_module(name, fq)
+            source = q.args[0]
+            with gm.graph.inserting_after(q):
+                step = gm.graph.call_module(name, (source,))
+            consumers = []
+            for dq in list(q.users):
+                consumers += [owner.get(u.name, u.name) for u in dq.users]
+                dq.replace_all_uses_with(step)
+                gm.graph.erase_node(dq)
+            gm.graph.erase_node(q)
+            self.edges.append(_Edge(fq, owner.get(source.name, source.name), consumers))
+        gm.recompile()
+        self.ops = [op.node for op in layers]
+        self.observed_ops = {e.producer for e in self.edges} & set(self.ops)
+
+    def configure(self, float_ops=frozenset(), weights: bool = True, activations: bool = True) -> None:
+        """Quantize every layer except ``float_ops``; ``weights``/``activations`` switch either kind off entirely."""
+        quantized = set(self.ops) - set(float_ops)
+        for edge in self.edges:
+            edge.module.enabled = activations and (
+                edge.producer in quantized or any(c in quantized for c in edge.consumers))
+        for name, switch in self.weights.items():
+            switch.quantized = weights and name in quantized
+
+    @torch.no_grad()
+    def outputs(self, batches) -> list[torch.Tensor]:
+        """The model's outputs for ``batches`` under the current configuration."""
+        return [call(self.model, x) for x in batches]
