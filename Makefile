@@ -15,7 +15,7 @@ SOURCES := $(wildcard setup.py qreport/*.py qreport/*/*.py qreport/*.json templa
 $(STAMP): pyproject.toml $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check '.[test,pt2e]'
 	touch $(STAMP)
 
 report: $(STAMP)

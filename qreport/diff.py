@@ -86,6 +86,11 @@ def _differences(base: dict, head: dict, skip: tuple[str, ...] = ()) -> list[tup
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in skip]
 
 
+def _settings(manifest: dict) -> dict:
+    """The build config with the flow that quantized the model (FX runs store no flow in their config)."""
+    return {**(manifest.get("config") or {}), "flow": manifest.get("flow")}
+
+
 def _column_by_fqn(reader: RunReader, stage: str, column: str) -> dict:
     df = reader.table(stage)
     return {} if df is None else dict(zip(df["layer_fqn"], df[column]))
@@ -261,7 +266,7 @@ def compare(base: RunReader, head: RunReader, same_within_db: float = SAME_WITHI
         "status_changes": status_changes,
         "scheme_changes": scheme_changes,
         "override_changes": override_changes(base.manifest.get("config"), head.manifest.get("config"), compared),
-        "config_changes": _differences(base.manifest.get("config"), head.manifest.get("config"), skip=("overrides",)),
+        "config_changes": _differences(_settings(base.manifest), _settings(head.manifest), skip=("overrides",)),
         "version_changes": _differences(base.manifest.get("versions"), head.manifest.get("versions")),
         "gate": gate,
     }

@@ -229,3 +229,50 @@ def test_int8_prelu_scales_positive_inputs_by_its_largest_slope():
             xq = torch.quantize_per_tensor(torch.linspace(0.1, 1.0, 128).reshape(1, 8, 4, 4), 0.01, 0, torch.quint8)
             ratio = (q(xq).dequantize() / xq.dequantize()).mean()
         assert ratio == pytest.approx(0.4, abs=0.02), engine
+
+
+def _pt2e_prepared(model, x, quantizer):
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    prepared = prepare_pt2e(torch.export.export(model.eval(), (x,)).module(), quantizer)
+    with torch.no_grad():
+        prepared(x)
+    return prepared
+
+
+def _xnnpack(**config):
+    from torchao.testing.pt2e._xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(**config))
+
+
+def test_convert_pt2e_keeps_the_names_of_the_ops_it_quantizes():
+    """The PT2E flow pairs the prepared graph (float weights, BatchNorm folded) with the converted one by node name."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    x = torch.randn(2, 3, 32, 32)
+    prepared = _pt2e_prepared(toy_models.tiny_cnn(), x, _xnnpack(is_per_channel=True))
+    ops = {n.name: n.target for n in prepared.graph.nodes if n.op == "call_function"}
+    converted = convert_pt2e(copy.deepcopy(prepared))
+    compute = [n for n in converted.graph.nodes if n.op == "call_function" and "quantized_decomposed" not in str(n.target)]
+    assert compute and all(ops.get(n.name) == n.target for n in compute)
+    conv = next(n for n in compute if "conv2d" in str(n.target))
+    assert "dequantize_per_channel" in str(conv.args[1].target)  # its weight: an int8 constant, dequantized
+
+
+def test_the_xnnpack_quantizer_takes_no_none_config_per_module():
+    """So the PT2E flow keeps a module float by removing the quantizer's annotations inside it."""
+    quantizer = _xnnpack()
+    with pytest.raises(AssertionError, match="None is not supported"):
+        quantizer.set_module_name("stem", None)
+
+
+def test_the_x86_quantizer_rejects_one_relu_module_called_twice():
+    """torchao 0.18: torchvision's BasicBlock (self.relu after conv1 and after the add) fails in X86's annotation;
+    qreport turns this into a one-line error with the workaround."""
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
+
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    with pytest.raises(ValueError, match="more than one output node"):
+        _pt2e_prepared(toy_models.shared_relu_net(), torch.randn(2, 3, 32, 32), quantizer)

@@ -271,3 +271,25 @@ class TwoInputNet(nn.Module):
 def two_input_net():
     torch.manual_seed(0)
     return TwoInputNet()
+
+
+class SharedReluNet(nn.Module):
+    """A stem and torchvision's BasicBlock, which calls one ``self.relu`` after its first conv and after its add."""
+
+    example_input_shape = (3, 32, 32)
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models.resnet import BasicBlock
+
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.block = BasicBlock(8, 8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.block(self.stem(x)).mean((2, 3)))
+
+
+def shared_relu_net():
+    torch.manual_seed(0)
+    return SharedReluNet().eval()

@@ -46,6 +46,14 @@ def _is_constant_dequantize(node) -> bool:
         node.args[0].op == "get_attr"
 
 
+def _has_float_weight(node: fx.Node) -> bool:
+    """A conv or linear whose weight is a float constant."""
+    if not target_name(node).startswith(("conv", "linear")):
+        return False
+    weight = node.args[1] if len(node.args) > 1 else None
+    return isinstance(weight, fx.Node) and weight.op == "get_attr"
+
+
 def _is_op(node: fx.Node) -> bool:
     return node.op in ("call_function", "call_method") and not is_qdq(node)
 
@@ -86,6 +94,8 @@ def quantized_ops(gm: fx.GraphModule) -> list[QuantizedOp]:
         quantize = next((u for u in end.users if is_quantize(u)), None)
         weights = tuple(i for i, a in enumerate(node.args) if _is_constant_dequantize(a))
         if quantize is None and not weights:
+            continue
+        if not weights and _has_float_weight(node):  # a layer kept float between quantized ones
             continue
         walk = node
         while walk is not end:
