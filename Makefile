@@ -41,6 +41,11 @@ SAMPLE_ENV := SOURCE_DATE_EPOCH=1798761600
 samples: real-data
 	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model examples/mtcnn.py:rnet --checkpoint $(REAL_DATA)/rnet.pt \
 		--data $(REAL_DATA)/lfw_rnet.pt --batch-size 16 --eval-batches 9 --out sample_reports/mtcnn_rnet_lfw --force
+	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model examples/mtcnn.py:rnet --checkpoint $(REAL_DATA)/rnet.pt \
+		--data $(REAL_DATA)/lfw_rnet.pt --batch-size 16 --eval-batches 9 --flow pt2e --quantizer x86 \
+		--out sample_reports/mtcnn_rnet_lfw_pt2e --force
+	$(SAMPLE_ENV) $(VENV)/bin/qreport diff sample_reports/mtcnn_rnet_lfw sample_reports/mtcnn_rnet_lfw_pt2e \
+		-o sample_reports/diff_rnet_fx_vs_pt2e/diff.html
 	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model examples/digits.py:digits_cnn --checkpoint $(REAL_DATA)/digits_cnn.pt \
 		--data $(REAL_DATA)/digits_train.pt --eval-data $(REAL_DATA)/digits.pt --batch-size 64 --eval-batches 10 \
 		--out sample_reports/digits_cnn --force

@@ -21,16 +21,19 @@ def test_a_sample_report_re_renders_to_the_same_bytes(run, tmp_path):
         assert (copy / name).read_bytes() == (run / name).read_bytes(), f"{run.name}/{name}: run make samples"
 
 
-def test_the_sample_diff_is_what_the_current_code_writes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("base, head, folder", [
+    ("mobilenet_v2", "mobilenet_v2_seed_scenario", "diff_default_vs_seed"),
+    ("mtcnn_rnet_lfw", "mtcnn_rnet_lfw_pt2e", "diff_rnet_fx_vs_pt2e"),
+])
+def test_the_sample_diff_is_what_the_current_code_writes(tmp_path, monkeypatch, base, head, folder):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1798761600")  # as `make samples` runs it, from the repository root
     monkeypatch.chdir(SAMPLES.parent)
     out = tmp_path / "diff.html"
-    assert main(["diff", "sample_reports/mobilenet_v2", "sample_reports/mobilenet_v2_seed_scenario", "-o", str(out),
-                 "-q"]) in (0, 1)
+    assert main(["diff", f"sample_reports/{base}", f"sample_reports/{head}", "-o", str(out), "-q"]) in (0, 1)
     for name in ("diff.html", "diff.md", "diff.json"):
-        assert (tmp_path / name).read_bytes() == (SAMPLES / "diff_default_vs_seed" / name).read_bytes(), name
+        assert (tmp_path / name).read_bytes() == (SAMPLES / folder / name).read_bytes(), name
 
 
 def test_every_sample_is_there():
     assert {r.name for r in RUNS} >= {"mtcnn_rnet_lfw", "digits_cnn", "mobilenet_v2", "mobilenet_v2_seed_scenario",
-                                       "lstm_dynamic", "qat_unmodelled"}
+                                       "lstm_dynamic", "qat_unmodelled", "mtcnn_rnet_lfw_pt2e"}

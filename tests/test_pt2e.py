@@ -128,3 +128,19 @@ def test_a_known_quantizer_failure_names_the_pattern_and_the_workaround(tmp_path
     assert run_cli("build", "--model", toy("shared_relu_net"), "--flow", "pt2e", "--quantizer", "xnnpack", "--out",
                    str(tmp_path / "xnnpack"), "--batch-size", "4", "--calib-batches", "1", "--eval-batches", "1",
                    "-q").returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, quantizer", [("mobilenet_v2", "x86"), ("resnet18", "xnnpack")])
+def test_torchvision_models_under_pt2e_write_every_view(tmp_path, model, quantizer):
+    """The issue's acceptance builds: every stage written, the isolated view and weights present, and no conv of the
+    isolated view below 20 dB (BatchNorm is folded on both sides)."""
+    out = tmp_path / model
+    assert main(["build", "--model", model, "--flow", "pt2e", "--quantizer", quantizer, "--out", str(out),
+                 "--batch-size", "4", "--calib-batches", "2", "--eval-batches", "2", "-q"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {s["status"] for s in manifest["stages"].values()} == {"ok", "skipped"}
+    weights, shadow = _table(out, "weights"), _table(out, "shadow")
+    convs = shadow[shadow.op_type == "quantized.conv2d"]
+    assert len(weights) >= 20 and len(convs) >= 20
+    assert convs.sqnr_db.min() > 20, convs.nsmallest(3, "sqnr_db")[["layer_fqn", "sqnr_db"]]
