@@ -49,6 +49,39 @@ def digits_cnn(checkpoint: str | None = None) -> DigitsCNN:
     return model
 
 
+class DigitsViT(nn.Module):
+    """A small vision transformer: 2×2 patches of the 8×8 digit (16 tokens), a class token, two encoder layers of
+    width 32 with 4 heads, and a linear head. Linear-heavy, for ``--flow pt2e --mode weight-only|dynamic``."""
+
+    example_input_shape = (1, 8, 8)
+
+    def __init__(self, width: int = 32, layers: int = 2, heads: int = 4):
+        super().__init__()
+        self.patch = nn.Linear(4, width)
+        self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        self.position = nn.Parameter(torch.zeros(1, 17, width))
+        layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=0.0, batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits [N, 10]."""
+        patches = x.reshape(-1, 1, 4, 2, 4, 2).permute(0, 2, 4, 1, 3, 5).reshape(-1, 16, 4)
+        tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), self.patch(patches)], dim=1) + self.position
+        return self.head(self.norm(self.encoder(tokens)[:, 0]))
+
+
+def digits_vit(checkpoint: str | None = None) -> DigitsViT:
+    """An eval-mode DigitsViT, seeded, with the state_dict at ``checkpoint`` loaded strictly when given."""
+    torch.manual_seed(0)
+    model = DigitsViT().eval()
+    if checkpoint is not None:
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
+    return model
+
+
 def train(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, epochs: int = 20, seed: int = 0,
           batch_size: int = 64, lr: float = 0.01) -> nn.Module:
     """Fit ``model`` in place (Adam, cross-entropy) on one thread, so the weights are bit-reproducible; eval mode."""

@@ -134,10 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (pretrained if the torch hub cache or a download has it, else random init with a warning), "
                    "none, or a torchvision weights name like IMAGENET1K_V1 (default: %(default)s)")
     b.add_argument("--checkpoint", metavar="PATH", help="a state_dict file to load (read with weights_only=True)")
-    b.add_argument("--mode", choices=("static", "dynamic", "qat"), default="static",
+    b.add_argument("--mode", choices=("static", "dynamic", "qat", "weight-only"), default="static",
                    help="static post-training quantization; dynamic (int8 weights of Linear/LSTM/GRU, activations "
                    "quantized per batch); or qat (compare a model prepared for quantization-aware training, fake-quant "
-                   "ranges frozen, with its int8 conversion; a float model is prepared with the default QAT qconfigs) "
+                   "ranges frozen, with its int8 conversion; a float model is prepared with the default QAT qconfigs); "
+                   "with --flow pt2e, weight-only or dynamic quantize Linear layers with torchao's quantize_ "
                    "(default: %(default)s)")
     b.add_argument("--flow", choices=("fx", "pt2e"), default="fx",
                    help="fx: FX graph mode quantization and its Numeric Suite; pt2e: torch.export and a torchao quantizer "
@@ -145,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quantizer", choices=("x86", "arm", "xnnpack"), default=None,
                    help="with --flow pt2e: X86InductorQuantizer, ArmInductorQuantizer or the XNNPACK quantizer "
                    "(per-channel symmetric weights) (default: x86)")
+    b.add_argument("--weight-bits", type=int, choices=(8, 4), default=8,
+                   help="--flow pt2e --mode weight-only: int8 weights (one scale per output channel), or int4 in groups "
+                   "of 32 input features (default: %(default)s)")
     b.add_argument("--non-traceable", action="append", default=[], metavar="MODULE_OR_CLASS",
                    help="a module path or class name torch.fx cannot trace: it stays float and untraced (repeatable)")
     b.add_argument("--backend", choices=("x86", "qnnpack"), default="x86", help="quantized engine (default: %(default)s)")
@@ -266,6 +270,8 @@ def cmd_build(args) -> int:
                           ("--target-accuracy-drop", args.target_accuracy_drop)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise InputError(f"{option} needs a non-negative number of percentage points, e.g. 1")
+    if args.weight_bits != 8 and args.mode != "weight-only":
+        raise InputError("--weight-bits picks the weights of --mode weight-only; add --flow pt2e --mode weight-only")
     if args.quantizer and args.flow != "pt2e":
         raise InputError(f"--quantizer {args.quantizer} picks a PT2E quantizer; add --flow pt2e (FX takes --backend)")
     cfg = BuildConfig(
@@ -276,7 +282,7 @@ def cmd_build(args) -> int:
         sensitivity_images=args.sensitivity_images,
         sensitivity_layers=args.sensitivity_layers, non_traceable=tuple(args.non_traceable), mode=args.mode,
         metric=args.metric, target_accuracy_drop=args.target_accuracy_drop, flow=args.flow,
-        quantizer=args.quantizer or "x86",
+        quantizer=args.quantizer or "x86", weight_bits=args.weight_bits,
     )
     out = args.out or f"reports/{cfg.model.rpartition(':')[2].replace('/', '_')}"
     if not args.quiet:

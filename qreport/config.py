@@ -74,6 +74,7 @@ class BuildConfig:
     mode: str = "static"
     flow: str = "fx"  # fx (FX graph mode) or pt2e (torch.export + torchao)
     quantizer: str = "x86"  # the PT2E quantizer: x86, arm or xnnpack
+    weight_bits: int = 8  # --mode weight-only under --flow pt2e: int8, or int4 in groups
     thresholds: tuple[tuple[str, float], ...] = ()  # guidance thresholds overridden by the qconfig file
     target_sqnr: float = 30.0  # output SQNR the greedy float set and the remedy ladder aim for (dB)
     target_accuracy_drop: float | None = None  # with labels, the ladder's goal instead: at most this many points lost
@@ -88,7 +89,11 @@ class BuildConfig:
         d["thresholds"] = dict(self.thresholds)
         d["input_shape"] = list(self.input_shape) if self.input_shape else None
         if self.flow == "fx":  # FX runs keep the config (and fingerprint) they had before PT2E existed
-            del d["flow"], d["quantizer"]
+            del d["flow"], d["quantizer"], d["weight_bits"]
+        elif self.mode == "static":
+            del d["weight_bits"]
+        else:  # torchao's quantize_ takes no quantizer
+            del d["quantizer"]
         return d
 
     def fingerprint(self) -> str:

@@ -293,3 +293,11 @@ class SharedReluNet(nn.Module):
 def shared_relu_net():
     torch.manual_seed(0)
     return SharedReluNet().eval()
+
+
+def conv_only():
+    """Two convolutions and a global mean: no Linear layer."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 10, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    model.example_input_shape = (3, 32, 32)
+    return model.eval()

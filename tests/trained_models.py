@@ -55,6 +55,19 @@ def trained_digits_cnn() -> nn.Module:
     return model
 
 
+@functools.cache
+def _trained_digits_vit_state_dict() -> dict[str, torch.Tensor]:
+    return example("real_data").trained_digits_vit_state_dict(digits_split()[0])
+
+
+def write_digits_vit(folder: Path) -> Path:
+    """The trained digits transformer's checkpoint in ``folder`` (trained once per process, about 6 s)."""
+    path = Path(folder) / "digits_vit.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(_trained_digits_vit_state_dict(), path)
+    return path
+
+
 def write_labelled(path: Path, inputs: torch.Tensor, labels: torch.Tensor) -> Path:
     """Save ``{"inputs": float32, "labels": int64}`` at ``path`` (the labelled-data file ``--data`` reads)."""
     path = Path(path)

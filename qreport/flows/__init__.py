@@ -14,11 +14,18 @@ FLOWS = {"static": FxStaticFlow, "dynamic": FxDynamicFlow, "qat": FxQatFlow}
 def make_flow(cfg, verbose: bool = False):
     """The flow a build config asks for (``--flow``, ``--mode``, ``--backend``/``--quantizer``)."""
     if cfg.flow == "pt2e":
+        if cfg.mode in ("weight-only", "dynamic"):
+            from qreport.flows.torchao_linear import TorchaoLinearFlow
+
+            return TorchaoLinearFlow(cfg.mode, cfg.weight_bits, cfg.overrides, verbose=verbose)
         if cfg.mode != "static":
-            raise InputError(f"--flow pt2e runs static post-training quantization; --mode {cfg.mode} needs --flow fx")
+            raise InputError(f"--flow pt2e runs static, weight-only or dynamic quantization; --mode {cfg.mode} needs "
+                             "--flow fx")
         from qreport.flows.pt2e import Pt2eStaticFlow
 
         return Pt2eStaticFlow(cfg.quantizer, cfg.overrides, verbose=verbose, non_traceable=cfg.non_traceable)
+    if cfg.mode not in FLOWS:
+        raise InputError(f"--mode {cfg.mode} quantizes with torchao: add --flow pt2e")
     return FLOWS[cfg.mode](cfg.backend, cfg.overrides, verbose=verbose, non_traceable=cfg.non_traceable)
 
 

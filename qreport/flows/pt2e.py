@@ -43,6 +43,7 @@ def _torchao():
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
+        import torchao.quantization  # noqa: F401 - everything torchao registers, under the quieted logger
         import torchao.quantization.pt2e.quantize_pt2e as quantize_pt2e
     except ImportError:
         raise InputError(f"--flow pt2e needs torchao: pip install --no-deps {TORCHAO_PIN} (or install qreport[pt2e])") \

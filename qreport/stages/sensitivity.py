@@ -62,8 +62,9 @@ def run(ctx) -> StageResult:
         _model_row(SIM_REAL, real_db, real_top1),
         _model_row(SIM_ALL, base_db, base_top1, agreement_db),
         _model_row(SIM_WEIGHTS, *measure(activations=False)),
-        _model_row(SIM_ACTIVATIONS, *measure(weights=False)),
     ]
+    if getattr(sim, "activation_switch", True):  # no activations-only model where they are quantized in the layer
+        rows.append(_model_row(SIM_ACTIVATIONS, *measure(weights=False)))
     candidates = [op for op in sim.ops if (op in sim.weights or op in _quantized_ops(ctx, sim)) and op not in passes]
     layers = _worst_first(ctx, candidates)
     notes = [] if len(layers) == len(candidates) else [

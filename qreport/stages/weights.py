@@ -20,15 +20,21 @@ def _per_channel_scales(q: torch.Tensor, channels: int) -> torch.Tensor:
 CHUNK_ELEMENTS = 1 << 22  # rows are folded in blocks of about this many values (float64), bounding memory
 
 
-def weight_row(layer: str, layer_fqn: str, op_type: str, float_values, quant_values) -> dict:
-    """SQNR, worst output channel and error-per-step of one layer's weight (float64 sums, in blocks of rows)."""
+def weight_row(layer: str, layer_fqn: str, op_type: str, float_values, quant_values, qscheme: str | None = None,
+               steps: torch.Tensor | None = None) -> dict:
+    """SQNR, worst output channel and error-per-step of one layer's weight (float64 sums, in blocks of rows).
+
+    The int8 weight is a torch quantized tensor (its scales give the step), or a dequantized tensor with its
+    ``qscheme`` named and each element's quantization ``steps`` given."""
     w_float = float_values[0].detach()
     w_quant = quant_values[0]
-    qscheme = str(w_quant.qscheme()).replace("torch.", "") if w_quant.is_quantized else "float"
+    if qscheme is None:
+        qscheme = str(w_quant.qscheme()).replace("torch.", "") if w_quant.is_quantized else "float"
     channels = w_float.shape[0]
     f_rows = w_float.reshape(channels, -1)
     q_rows = (w_quant.dequantize() if w_quant.is_quantized else w_quant.detach()).reshape(channels, -1)
-    scales = _per_channel_scales(w_quant, channels).unsqueeze(1) if w_quant.is_quantized else None
+    scales = _per_channel_scales(w_quant, channels).unsqueeze(1) if w_quant.is_quantized else \
+        (steps.reshape(channels, -1).double() if steps is not None else None)
     signal_c = torch.zeros(channels, dtype=torch.float64)
     noise_c = torch.zeros(channels, dtype=torch.float64)
     max_abs_err, f_min, f_max, steps_sq = 0.0, math.inf, -math.inf, 0.0
@@ -65,7 +71,8 @@ def run(ctx) -> pd.DataFrame:
     """One row per quantized layer with a weight, in model order (none paired: no rows, same columns)."""
     rows = []
     for order, pair in enumerate(ctx.flow.weight_pairs(ctx.prepared, ctx.quantized)):
-        row = weight_row(pair["layer"], pair["layer_fqn"], ctx.flow.op_label(pair["op_type"]), pair["float_values"], pair["quant_values"])
+        row = weight_row(pair["layer"], pair["layer_fqn"], ctx.flow.op_label(pair["op_type"]), pair["float_values"],
+                         pair["quant_values"], pair.get("qscheme"), pair.get("steps"))
         row["order"] = order
         rows.append(row)
     return stage_frame("weights", rows)
