@@ -49,6 +49,14 @@ samples: real-data
 	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model examples/digits.py:digits_cnn --checkpoint $(REAL_DATA)/digits_cnn.pt \
 		--data $(REAL_DATA)/digits_train.pt --eval-data $(REAL_DATA)/digits.pt --batch-size 64 --eval-batches 10 \
 		--out sample_reports/digits_cnn --force
+	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model examples/digits.py:digits_vit --checkpoint $(REAL_DATA)/digits_vit.pt \
+		--data $(REAL_DATA)/digits_train.pt --eval-data $(REAL_DATA)/digits.pt --batch-size 64 --eval-batches 10 \
+		--mode dynamic --out sample_reports/digits_vit_dynamic --force
+	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model examples/digits.py:digits_vit --checkpoint $(REAL_DATA)/digits_vit.pt \
+		--data $(REAL_DATA)/digits_train.pt --eval-data $(REAL_DATA)/digits.pt --batch-size 64 --eval-batches 10 \
+		--flow pt2e --mode dynamic --out sample_reports/digits_vit_dynamic_pt2e --force
+	$(SAMPLE_ENV) $(VENV)/bin/qreport diff sample_reports/digits_vit_dynamic sample_reports/digits_vit_dynamic_pt2e \
+		-o sample_reports/diff_vit_fx_vs_torchao/diff.html
 	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model mobilenet_v2 --out sample_reports/mobilenet_v2 --force
 	$(SAMPLE_ENV) $(VENV)/bin/qreport build --model mobilenet_v2 --qconfig examples/seed_scenario.toml \
 		--out sample_reports/mobilenet_v2_seed_scenario --force

@@ -24,6 +24,7 @@ def test_a_sample_report_re_renders_to_the_same_bytes(run, tmp_path):
 @pytest.mark.parametrize("base, head, folder", [
     ("mobilenet_v2", "mobilenet_v2_seed_scenario", "diff_default_vs_seed"),
     ("mtcnn_rnet_lfw", "mtcnn_rnet_lfw_pt2e", "diff_rnet_fx_vs_pt2e"),
+    ("digits_vit_dynamic", "digits_vit_dynamic_pt2e", "diff_vit_fx_vs_torchao"),
 ])
 def test_the_sample_diff_is_what_the_current_code_writes(tmp_path, monkeypatch, base, head, folder):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1798761600")  # as `make samples` runs it, from the repository root
@@ -36,4 +37,5 @@ def test_the_sample_diff_is_what_the_current_code_writes(tmp_path, monkeypatch, 
 
 def test_every_sample_is_there():
     assert {r.name for r in RUNS} >= {"mtcnn_rnet_lfw", "digits_cnn", "mobilenet_v2", "mobilenet_v2_seed_scenario",
-                                       "lstm_dynamic", "qat_unmodelled", "mtcnn_rnet_lfw_pt2e"}
+                                       "lstm_dynamic", "qat_unmodelled", "mtcnn_rnet_lfw_pt2e",
+                                       "digits_vit_dynamic", "digits_vit_dynamic_pt2e"}

@@ -55,10 +55,10 @@ def test_every_quantizable_linear_is_in_every_view_and_the_rest_is_said(vit):
 
 def test_weight_error_is_rounding_and_four_bits_cost_about_six_db_each(vit):
     int8, int4 = _table(vit["int8"], "weights"), _table(vit["int4"], "weights")
-    assert set(int8.qscheme) == {"int8 per_channel"}
+    assert set(int8.qscheme) == {"per_channel_symmetric"}
     # one scale per group of 32 inputs: a layer with 32 inputs has one group per output channel
-    assert int4.loc["encoder.layers.0.linear2", "qscheme"] == "int4 per_group(32)"  # 64 inputs
-    assert int4.loc["encoder.layers.0.linear1", "qscheme"] == "int4 per_channel"  # 32 inputs
+    assert int4.loc["encoder.layers.0.linear2", "qscheme"] == "int4_per_group_symmetric"  # 64 inputs
+    assert int4.loc["encoder.layers.0.linear1", "qscheme"] == "int4_per_channel_symmetric"  # 32 inputs
     big = ["head", *ENCODER]  # at least 320 weights each (the patch embedding has 128: too few for the average)
     assert int8.rmse_over_step[big].between(0.27, 0.31).all() and int4.rmse_over_step[big].between(0.27, 0.31).all()
     lost = (int8.sqnr_db - int4.sqnr_db).dropna()

@@ -61,10 +61,11 @@ def _weight_steps(weight) -> torch.Tensor:
 
 
 def _label(weight) -> str:
-    """``int8 per_channel`` or ``int4 per_group(32)`` from a quantized weight's block size."""
-    bits = "int4" if "Intx" in type(weight).__name__ else "int8"
+    """The qscheme from a quantized weight's block size: ``per_channel_symmetric`` (int8, one scale per output
+    channel), ``int4_per_channel_symmetric``, or ``int4_per_group_symmetric`` (one scale per group of inputs)."""
+    bits = "int4_" if "Intx" in type(weight).__name__ else ""
     block = list(getattr(weight, "block_size", [1, weight.shape[1]]))
-    return f"{bits} per_channel" if block[-1] == weight.shape[1] else f"{bits} per_group({block[-1]})"
+    return f"{bits}per_channel_symmetric" if block[-1] == weight.shape[1] else f"{bits}per_group_symmetric"
 
 
 class TorchaoLinearFlow:

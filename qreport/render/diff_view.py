@@ -17,7 +17,9 @@ from qreport.timestamp import build_timestamp
 TOP_CHANGES = 5
 MEASURE_NAMES = {"int8_accuracy": "int8 accuracy", "top1_agreement": "top-1 agreement"}
 SCHEMES = {"per_channel_affine": "per-channel", "per_channel_symmetric": "per-channel (symmetric)",
-           "per_tensor_affine": "per-tensor", "per_tensor_symmetric": "per-tensor (symmetric)"}
+           "per_tensor_affine": "per-tensor", "per_tensor_symmetric": "per-tensor (symmetric)",
+           "int4_per_channel_symmetric": "int4 per-channel (symmetric)",
+           "int4_per_group_symmetric": "int4 per-group (symmetric)"}
 CONCLUSIONS = {
     "better": "Both moved beyond their noise, in the same direction: head is better.",
     "worse": "Both moved beyond their noise, in the same direction: head is worse.",
