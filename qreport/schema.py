@@ -11,7 +11,7 @@ STAGES = ("graph", "weights", "activations", "shadow", "kernels", "model", "chan
           "coverage", "guidance", "fix")
 
 # Tables a stage writes besides its own, and the stage whose status they share.
-EXTRA_TABLES = {"classes": "model", "flips": "model", "verdict": "guidance"}
+EXTRA_TABLES = {"classes": "model", "flips": "model", "verdict": "guidance", "lowered": "kernels"}
 
 _LABELLED_COLUMNS = [
     ("labelled_samples", pa.int64()),  # evaluation inputs with a label (0: no labels)
@@ -103,6 +103,18 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("values", pa.int64()),
         ("rmse_over_step", pa.float64()),  # against the float module, output clamped to the int8 range (0.29 ideal)
         ("sqnr_db", pa.float64()),
+    ],
+    "lowered": [  # a lowered model's kernels (PT2E on x86) against the quantize/dequantize graph, same inputs
+        ("layer", pa.string()),
+        ("layer_fqn", pa.string()),
+        ("op_type", pa.string()),  # the lowered kernel, e.g. qconv_pointwise
+        ("order", pa.int32()),
+        ("batches", pa.int32()),
+        ("numel", pa.int64()),
+        ("sqnr_db", pa.float64()),  # quantize/dequantize graph as signal, the lowered kernel's difference as noise
+        ("rmse_over_step", pa.float64()),  # in steps of the kernel's output scale (0: the same codes)
+        ("max_abs_err", pa.float64()),
+        ("scale", pa.float64()),
     ],
     "model": [
         ("samples", pa.int64()),

@@ -28,8 +28,9 @@ def digits(tmp_path_factory):
     checkpoint, data = write_digits_cnn(folder)
     keep = folder / "keep.toml"
     keep.write_text('[modules]\n"conv2" = "float"\n"fc" = "per_tensor"\n')
-    runs = {"fx": folder / "fx", "pt2e": folder / "pt2e", "kept": folder / "kept"}
+    runs = {"fx": folder / "fx", "pt2e": folder / "pt2e", "kept": folder / "kept", "x86": folder / "x86"}
     assert _build(runs["fx"], checkpoint, data) == 0
+    assert _build(runs["x86"], checkpoint, data, "--flow", "pt2e") == 0
     assert _build(runs["pt2e"], checkpoint, data, "--flow", "pt2e", "--quantizer", "xnnpack") == 0
     assert _build(runs["kept"], checkpoint, data, "--flow", "pt2e", "--quantizer", "xnnpack", "--qconfig", str(keep)) == 0
     return runs
@@ -44,6 +45,7 @@ def test_a_pt2e_build_has_weights_and_both_activation_views_and_says_which_stage
     assert manifest["flow"] == "pt2e-static" and manifest["config"]["quantizer"] == "xnnpack"
     status = {name: stage["status"] for name, stage in manifest["stages"].items()}
     assert status.pop("kernels") == "skipped" and status.pop("ranges") == "skipped"
+    assert "no lowering to int8 kernels for the xnnpack quantizer" in manifest["stages"]["kernels"]["error"]
     assert set(status.values()) == {"ok"}
     weights = _table(digits["pt2e"], "weights")
     assert list(weights.layer_fqn) == CONVS + ["fc"]
@@ -107,7 +109,7 @@ def test_presets_the_quantizer_cannot_express_are_refused_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("extra, says", [
     (("--quantizer", "xnnpack"), "add --flow pt2e"),
-    (("--flow", "pt2e", "--mode", "dynamic"), "--mode dynamic needs --flow fx"),
+    (("--flow", "pt2e", "--mode", "qat"), "--mode qat needs --flow fx"),
     (("--flow", "pt2e", "--non-traceable", "stem"), "--non-traceable is an FX option"),
 ])
 def test_fx_only_options_with_pt2e_are_one_line_errors(tmp_path, extra, says):
@@ -144,3 +146,17 @@ def test_torchvision_models_under_pt2e_write_every_view(tmp_path, model, quantiz
     convs = shadow[shadow.op_type == "quantized.conv2d"]
     assert len(weights) >= 20 and len(convs) >= 20
     assert convs.sqnr_db.min() > 20, convs.nsmallest(3, "sqnr_db")[["layer_fqn", "sqnr_db"]]
+
+
+def test_the_x86_lowering_is_measured_against_the_graph_it_came_from(digits):
+    """On x86 the quantize/dequantize graph is lowered to oneDNN int8 kernels; on the trained CNN each kernel's output
+    is within a fraction of a step of the graph's, and the report says how the two models compare."""
+    lowered = _table(digits["x86"], "lowered").set_index("layer_fqn")
+    assert list(lowered.index) == CONVS + ["fc"]
+    assert list(lowered.op_type) == ["qconv_pointwise"] * 3 + ["qlinear_pointwise"]
+    assert (lowered.loc[CONVS, "rmse_over_step"] < 0.5).all()
+    assert (lowered.sqnr_db > 30).all()
+    notes = " ".join(json.loads((digits["x86"] / "manifest.json").read_text())["data"]["notes"])
+    assert "x86 lowering (oneDNN int8 kernels" in notes
+    html = (digits["x86"] / "report.html").read_text()
+    assert 'id="lowered"' in html and "qconv_pointwise" in html

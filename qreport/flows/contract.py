@@ -84,6 +84,10 @@ class Flow(Protocol):
     def activation_ranges(self, prepared: nn.Module, calibration, evaluation) -> list[dict]:
         """Each calibrated activation range against the calibration inputs that set it and the evaluation data."""
 
+    def lowered_models(self, quantized: nn.Module, example, pairing):
+        """Where the int8 model is a description that a backend lowers to other kernels: (the int8 model, the lowered
+        one, a note), each lowered kernel's output and its counterpart going to ``pairing``; else None."""
+
     def simulator(self, prepared: nn.Module, quantized: nn.Module, calibration):
         """A simulated int8 model (``ops``, ``weights``, ``observed_ops``, ``configure``, ``outputs``) in which any set
         of ops can be kept float without re-quantizing."""

@@ -524,6 +524,11 @@ class FxStaticFlow:
         return sum(1 for n in quantized.graph.nodes
                    if n.target in (torch.quantize_per_tensor, "dequantize", torch.quantize_per_tensor_dynamic))
 
+    @staticmethod
+    def lowered_models(quantized: nn.Module, example, pairing):
+        """None: the FX int8 model already runs torch's int8 kernels (every view measures them)."""
+        return None
+
     def simulator(self, prepared: nn.Module, quantized: nn.Module, calibration):
         """A simulated int8 model in which any set of ops can be kept float without re-quantizing."""
         from qreport.flows.fx_sim import Simulator

@@ -77,10 +77,6 @@ class Pt2eStaticFlow:
     """Static PTQ through torchao's PT2E quantizers (X86 inductor, ARM inductor, XNNPACK)."""
 
     name = "pt2e-static"
-    unsupported_stages = {
-        "kernels": "the PT2E graph runs float kernels around quantize/dequantize steps (nothing int8 to check alone)",
-        "ranges": "not yet measured for PT2E observers",
-    }
 
     def __init__(self, quantizer: str = "x86", overrides: Iterable[ModuleOverride] = (), verbose: bool = False,
                  non_traceable: Iterable[str] = ()):
@@ -90,6 +86,10 @@ class Pt2eStaticFlow:
         if quantizer not in QUANTIZERS:
             raise InputError(f"unknown quantizer {quantizer!r}; use one of {', '.join(QUANTIZERS)}")
         self.quantizer_name = quantizer
+        self.unsupported_stages = {"ranges": "not yet measured for PT2E observers"}
+        if quantizer != "x86":
+            self.unsupported_stages["kernels"] = (f"no lowering to int8 kernels for the {quantizer} quantizer here (the "
+                                                  "quantize/dequantize graph runs float kernels)")
         self.overrides = tuple(overrides)
         self.verbose = verbose
         self.notes: list[str] = []
@@ -268,6 +268,21 @@ class Pt2eStaticFlow:
     def qdq_boundaries(quantized: nn.Module) -> int:
         """Switches between float and int8 in the graph."""
         return pt2e_graph.boundaries(quantized)
+
+    def kernel_checks(self, float_model: nn.Module, quantized: nn.Module, example) -> list[dict]:
+        """Nothing to check alone: the quantize/dequantize graph has no int8 kernels (``lowered_models`` has them)."""
+        return []
+
+    def lowered_models(self, quantized: nn.Module, example, pairing):
+        """The quantize/dequantize graph and its x86 lowering (oneDNN int8 kernels), each kernel's output and its
+        counterpart going to ``pairing``; None without a lowering. Returns (reference, lowered, note)."""
+        if self.quantizer_name != "x86":
+            return None
+        from qreport.flows.pt2e_lowered import lower_x86, tap_both
+
+        with quiet_torch(self.verbose, self.notes):
+            lowered = lower_x86(quantized, model_args(example))
+        return tap_both(quantized, lowered, pairing, self.node_fqns(quantized, quantized))
 
     def simulator(self, prepared: nn.Module, quantized: nn.Module, calibration):
         """The converted graph with switchable quantize steps and weights."""

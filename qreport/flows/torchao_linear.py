@@ -239,6 +239,11 @@ class TorchaoLinearFlow:
         """None in the graph: weight-only dequantizes inside the Linear, dynamic quantizes inside it."""
         return 0
 
+    @staticmethod
+    def lowered_models(quantized: nn.Module, example, pairing):
+        """None: the quantized Linear layers already run torchao's kernels."""
+        return None
+
     def simulator(self, prepared: nn.Module, quantized: nn.Module, calibration):
         """The int8 model with each Linear's weight switchable between its quantized and float self."""
         return LinearSwitches(prepared, quantized, self.mode)

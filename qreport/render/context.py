@@ -355,6 +355,13 @@ def _flips(rows: list[dict], class_names: dict, limit: int = 30) -> dict | None:
             "more": max(0, len(ranked) - limit), "total": len(ranked)}
 
 
+def _lowered(rows: list[dict]) -> list[dict]:
+    """The lowered-kernel table's rows, formatted."""
+    return [{"order": r["order"] + 1, "sort": sort_key(r["order"]), "layer_fqn": r["layer_fqn"], "op_type": r["op_type"],
+             "sqnr": fmt_db(r["sqnr_db"]), "sqnr_sort": sort_key(r["sqnr_db"]), "rmse": fmt_num(r["rmse_over_step"], 2),
+             "max_abs": fmt_num(r["max_abs_err"])} for r in rows]
+
+
 def build_view(reader: RunReader) -> dict:
     """Everything the report template needs, from a validated run folder."""
     man = reader.manifest
@@ -424,6 +431,7 @@ def build_view(reader: RunReader) -> dict:
                        "overridden": sorted(dict(man["config"].get("thresholds") or {}))},
         "charts": charts_view,
         "rows": rows,
+        "lowered": _lowered(_records(reader.table("lowered"))),
         "coverage": coverage,
         "coverage_counts": sorted(cov_counts.items()),
         "stages": stages,
