@@ -26,8 +26,10 @@ class Flow(Protocol):
     alternative: str  # what to try when the int8 model does not run
 
     # quantization
-    def calibrated(self, model: nn.Module, example, batches) -> nn.Module:
-        """A prepared copy of ``model`` whose observers have seen ``batches``."""
+    def calibrated(self, model: nn.Module, example, batches, observed: nn.Module | None = None) -> nn.Module:
+        """A prepared copy of ``model`` whose observers have seen ``batches``; with ``observed`` (a model prepared by
+        this flow and calibrated on the same ``batches``) the flow may copy its observer states instead of running
+        the batches again, when that gives the same states."""
 
     def convert(self, prepared: nn.Module) -> nn.Module:
         """A fresh int8 model from a calibrated prepared model."""

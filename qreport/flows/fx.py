@@ -19,6 +19,7 @@ from qreport.data import call, model_args
 from qreport.errors import InputError
 from qreport.flows.fx_checks import check_finite_parameters, check_traceable, resolve_non_traceable
 from qreport.flows.fx_regions import float_bridges, fused_followers
+from qreport.flows.observers import copy_observer_states
 from qreport.overrides import kept_float_by, unknown_module_error
 from qreport.streaming import FLOAT_NAME, QUANT_NAME
 
@@ -290,11 +291,15 @@ class FxStaticFlow:
             self._bridges = float_bridges(model, graph, scopes, self._kept_float)
             return self._prepare_fx(copy.deepcopy(model), example, custom)
 
-    def calibrated(self, model: nn.Module, example: torch.Tensor, batches) -> nn.Module:
+    def calibrated(self, model: nn.Module, example: torch.Tensor, batches, observed: nn.Module | None = None) -> nn.Module:
         """A prepared copy of ``model`` whose observers have seen ``batches`` (prepare, then calibrate); layers asked
-        for bias correction get theirs measured on the same batches, for every later ``convert``."""
+        for bias correction get theirs measured on the same batches, for every later ``convert``. With ``observed``
+        (a graph calibrated on the same ``batches``), the observer states are copied when they all match."""
         prepared = self.prepare(model, example)
         layers = [o.module for o in self.overrides if o.preset == "bias_correct"]
+        if observed is not None and not layers and copy_observer_states(observed, prepared):
+            self._bias_corrections = {}
+            return prepared
         seen = []
         with torch.no_grad(), quiet_torch(self.verbose, self.notes):
             for x in batches:

@@ -45,6 +45,11 @@ class FxQatFlow(FxStaticFlow):
         raise InputError(f"qconfig {override.describe()!r} for {override.module!r} is not available with --mode qat; "
                          "use float, default, per_tensor or per_channel")
 
+    def calibrated(self, model: nn.Module, example, batches, observed: nn.Module | None = None) -> nn.Module:
+        """Calibrated again every time: fake quantization runs while calibrating, so every range depends on the
+        whole qconfig and no other model's states can stand in."""
+        return super().calibrated(model, example, batches)
+
     def qconfig_mapping(self):
         """The backend's default QAT ``QConfigMapping`` with the per-module overrides applied."""
         from torch.ao.quantization import get_default_qat_qconfig_mapping

@@ -21,6 +21,7 @@ from qreport.data import call, model_args
 from qreport.errors import InputError, first_line
 from qreport.flows import pt2e_graph, pt2e_taps
 from qreport.flows.fx import quiet_torch
+from qreport.flows.observers import copy_observer_states
 from qreport.overrides import kept_float_by, unknown_module_error
 from qreport.streaming import FLOAT_NAME, QUANT_NAME
 
@@ -169,9 +170,12 @@ class Pt2eStaticFlow:
         return InputError(f"the {self.quantizer_name} quantizer fails on this model ({exc.__class__.__name__}: "
                           f"{message[:160]}); try another --quantizer or --flow fx")
 
-    def calibrated(self, model: nn.Module, example, batches) -> nn.Module:
-        """A prepared copy of ``model`` whose observers have seen ``batches``."""
+    def calibrated(self, model: nn.Module, example, batches, observed: nn.Module | None = None) -> nn.Module:
+        """A prepared copy of ``model`` whose observers have seen ``batches``, or copied the states of ``observed``
+        (calibrated on the same batches) when they all match."""
         prepared = self.prepare(model, example)
+        if observed is not None and copy_observer_states(observed, prepared):
+            return prepared
         with torch.no_grad(), quiet_torch(self.verbose, self.notes):
             for x in batches:
                 call(prepared, x)

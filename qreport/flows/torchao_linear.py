@@ -105,7 +105,7 @@ class TorchaoLinearFlow:
     alternative = "try --flow fx --mode dynamic"
 
     # -- quantization --------------------------------------------------------------------------
-    def calibrated(self, model: nn.Module, example, batches) -> nn.Module:
+    def calibrated(self, model: nn.Module, example, batches, observed: nn.Module | None = None) -> nn.Module:
         """The float model itself: nothing to observe (its Linear layers are checked and counted)."""
         error = unknown_module_error([n for n, _ in model.named_modules() if n], self.overrides)
         if error:

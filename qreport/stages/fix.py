@@ -69,7 +69,9 @@ def _requantize(ctx, extra: list[ModuleOverride], data: str = "") -> nn.Module:
     """A real int8 model with ``extra`` applied on top of the user's overrides, calibrated on the run's data (or a
     rung's); it must run on one batch."""
     flow = ctx.flow.with_overrides(merged_overrides(ctx.config.overrides, extra))
-    prepared = flow.calibrated(ctx.loaded.module, ctx.data.example(), ctx.batches(_calibration(ctx, data), "fix: calibrate"))
+    # calibrated once: on the run's own calibration data, the observers of the run's prepared model are reused
+    prepared = flow.calibrated(ctx.loaded.module, ctx.data.example(), ctx.batches(_calibration(ctx, data), "fix: calibrate"),
+                               observed=None if data else ctx.prepared)
     quantized = flow.convert(prepared)
     with torch.no_grad():
         call(quantized, ctx.data.example())
