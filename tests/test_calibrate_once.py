@@ -49,3 +49,26 @@ def test_other_calibration_data_or_other_observers_calibrate_again():
     equalized = FxStaticFlow("x86", [ModuleOverride("conv2", preset="equalize")])
     with pytest.raises(AssertionError, match="calibrated again"):
         equalized.calibrated(model, calibration[0], Untouchable(), observed=observed)
+
+
+@pytest.mark.parametrize("preset", ["default", "float", "per_tensor", "equalize", "bias_correct"])
+def test_quantizing_and_simulating_leave_the_float_and_prepared_weights_as_they_were(preset):
+    """The prepared and int8 models share the float model's weight tensors instead of copying them (memory); nothing
+    may write into them."""
+    from qreport.flows.fx_sim import Simulator
+
+    model = trained_digits_cnn()
+    train, held = digits_split()
+    calibration = [train["inputs"][i:i + 64] for i in range(0, 256, 64)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flow = FxStaticFlow("x86", [ModuleOverride("conv2", preset=preset)])
+    prepared = flow.calibrated(model, calibration[0], calibration)
+    prepared_before = {k: v.clone() for k, v in prepared.state_dict().items() if "activation_post_process" not in k}
+    quantized = flow.convert(prepared)
+    sim = Simulator(prepared, quantized, calibration)
+    sim.configure(float_ops={"conv1"})
+    sim.outputs([held["inputs"][:8]])
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    for name, value in prepared_before.items():
+        assert torch.equal(prepared.state_dict()[name], value), name

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qreport.flows.copies import sharing_weights
 from qreport.config import QCONFIG_PRESETS, ModuleOverride
 from qreport.data import call, model_args
 from qreport.errors import InputError
@@ -289,7 +290,7 @@ class FxStaticFlow:
             graph, scopes = check_traceable(model, self._skip_names, self._skip_classes)
             self._followers = fused_followers(model, graph)
             self._bridges = float_bridges(model, graph, scopes, self._kept_float)
-            return self._prepare_fx(copy.deepcopy(model), example, custom)
+            return self._prepare_fx(sharing_weights(model), example, custom)  # fusion makes new weights
 
     def calibrated(self, model: nn.Module, example: torch.Tensor, batches, observed: nn.Module | None = None) -> nn.Module:
         """A prepared copy of ``model`` whose observers have seen ``batches`` (prepare, then calibrate); layers asked
@@ -355,7 +356,7 @@ class FxStaticFlow:
         """A fresh int8 model from a calibrated prepared model (quantized models cannot be deep-copied)."""
         from torch.ao.quantization.quantize_fx import convert_fx
 
-        model = copy.deepcopy(prepared)
+        model = sharing_weights(prepared)  # conversion makes new int8 weights, reads the float ones
         keep_float_modules(model, self.overrides)
         with quiet_torch(self.verbose, self.notes):
             quantized = convert_fx(model)

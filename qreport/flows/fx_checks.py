@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import difflib
 
 import torch
 from torch import nn
 
+from qreport.flows.copies import sharing_weights
 from qreport.errors import InputError, first_line
 
 
@@ -57,7 +57,7 @@ def check_traceable(model: nn.Module, skip_names=(), skip_classes=()) -> tuple[t
                 raise
 
     tracer = LocatingTracer(list(skip_names), list(skip_classes))
-    copied = copy.deepcopy(model).eval()
+    copied = sharing_weights(model).eval()  # tracing reads no weight
     try:
         graph = tracer.trace(copied)
     except Exception as exc:

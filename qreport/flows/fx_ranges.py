@@ -3,12 +3,12 @@ evaluation data falls outside it. Runs a float copy of the calibrated model whos
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 from torch import nn
 
+from qreport.flows.copies import sharing_weights
 from qreport.data import call
 
 
@@ -62,7 +62,7 @@ def activation_ranges(prepared: nn.Module, calibration, evaluation) -> list[dict
     from torch.ao.quantization.fake_quantize import FakeQuantizeBase
     from torch.ao.quantization.observer import ObserverBase
 
-    model = copy.deepcopy(prepared).eval()
+    model = sharing_weights(prepared).eval()
     recorders: dict[str, tuple[_RangeRecorder, object, str]] = {}
     for node in list(model.graph.nodes):
         if node.op != "call_module":

@@ -8,12 +8,12 @@ is where the real int8 model has a quantize step, so keeping a run of ops float 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import torch
 from torch import nn
 
+from qreport.flows.copies import sharing_weights
 from qreport.data import call
 from qreport.qtypes import INT8_DTYPES, INT_RANGE, WEIGHTED_LAYERS
 
@@ -82,7 +82,7 @@ class Simulator:
     def __init__(self, prepared: nn.Module, quantized: nn.Module, calibration=()):
         from torch.ao.quantization.observer import ObserverBase
 
-        self.model = copy.deepcopy(prepared).eval()
+        self.model = sharing_weights(prepared).eval()  # configure() assigns weights, never writes into them
         edges: list[_Edge] = []
         obs_nodes = set()
         for node in list(self.model.graph.nodes):
@@ -118,8 +118,8 @@ class Simulator:
             q_weight = getattr(q_module, "weight", None)
             q_weight = q_weight() if callable(q_weight) else None
             if leaf is not None and isinstance(q_weight, torch.Tensor) and q_weight.is_quantized:
-                # the copy's own float weight, kept by reference: configure() swaps .data, never writes into it
-                self.weights[node.name] = (leaf, leaf.weight.data, q_weight.dequantize())
+                # the float weight is the prepared model's own (shared): configure() assigns one or the other
+                self.weights[node.name] = (leaf, leaf.weight, nn.Parameter(q_weight.dequantize(), requires_grad=False))
         self._record_own_ranges(calibration)
 
     @torch.no_grad()
@@ -150,7 +150,7 @@ class Simulator:
                 edge.producer in quantized or any(c in quantized for c in edge.consumers))
             edge.module.use_own = edge.producer in self.ops and edge.producer not in quantized
         for name, (leaf, float_w, int8_w) in self.weights.items():
-            leaf.weight.data = int8_w if (weights and name in quantized) else float_w
+            leaf.weight = int8_w if (weights and name in quantized) else float_w
 
     @torch.no_grad()
     def outputs(self, batches) -> list[torch.Tensor]:
