@@ -8,6 +8,7 @@ beats the noise of the measurement.
 
 from __future__ import annotations
 
+import gc
 import math
 
 import pandas as pd
@@ -90,6 +91,7 @@ def buildable(ctx, extra: list[ModuleOverride], data: str = "") -> tuple[nn.Modu
                 _requantize(ctx, [change], data)
             except Exception as exc:
                 failing.append((change, f"{exc.__class__.__name__}: {first_line(exc)[:160]}"))
+            gc.collect()
         if not failing:  # only the combination fails: keep none rather than guess
             reason = f"{whole.__class__.__name__}: {first_line(whole)[:160]}"
             return None, [], [(c, f"the changes together fail to build ({reason})") for c in extra]
@@ -166,6 +168,8 @@ def run(ctx) -> pd.DataFrame:
         rows.append(_row("rung", changes, scores, costs, note=rung.because, rung=number, kind=rung.kind, kept=keep))
         if keep:
             applied, data, current, current_cost, kept_any = list(built_all), rung.data or data, scores, costs, True
+        del quantized
+        gc.collect()  # a rung's graph modules hold reference cycles: free its models before the next rung builds
     if kept_any:
         note = Rung("recalibrate", data=data).describe() if data else ""
         after = _row("after", render_qconfig_toml(applied) if applied else "", current,
