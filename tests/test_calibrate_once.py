@@ -72,3 +72,19 @@ def test_quantizing_and_simulating_leave_the_float_and_prepared_weights_as_they_
         assert torch.equal(value, before[name]), name
     for name, value in prepared_before.items():
         assert torch.equal(prepared.state_dict()[name], value), name
+
+
+def test_an_observer_shared_with_an_unclamped_input_is_not_copied_into_a_float_layers_own():
+    """TinyCNN's stem: conv → BatchNorm → ReLU6, whose int8 output shares the conv output's observer (it saw the
+    unclamped values). With the conv kept float, ReLU6's output gets its own observer, which must be calibrated."""
+    import toy_models
+    from qreport.data import synthetic
+
+    model = toy_models.bad_channel_cnn()
+    data = synthetic((3, 32, 32), 4, 2, 2, seed=0)
+    calibration, x = list(data.calibration), data.example()
+    base = FxStaticFlow("x86")
+    observed = base.calibrated(model, x, calibration)
+    flow = base.with_overrides([ModuleOverride("stem.0", preset="float")])
+    with pytest.raises(AssertionError, match="calibrated again"):
+        flow.calibrated(model, x, Untouchable(), observed=observed)
