@@ -83,7 +83,7 @@ def test_real_data_script_is_idempotent(tmp_path):
     real_data = tm.example("real_data")
     lines: list[str] = []
     paths = real_data.write_real_data(tmp_path, log=lines.append)
-    assert len(lines) == len(paths) == 8 and all(line.startswith("wrote") for line in lines)
+    assert len(lines) == len(paths) == 9 and all(line.startswith("wrote") for line in lines)
     assert not list(tmp_path.glob(".*.tmp"))
     again: list[str] = []
     real_data.write_real_data(tmp_path, log=again.append)
@@ -92,3 +92,5 @@ def test_real_data_script_is_idempotent(tmp_path):
     torch.testing.assert_close(model.state_dict(), tm.mtcnn_state_dict("rnet"))
     digits_cnn = torch.load(paths["digits_cnn.pt"], weights_only=True)
     assert all(torch.equal(digits_cnn[k], v) for k, v in tm.trained_digits_cnn().state_dict().items())
+    digits_vit = torch.load(paths["digits_vit.pt"], weights_only=True)  # the transformer, trained the same way twice
+    assert all(torch.equal(digits_vit[k], v) for k, v in tm._trained_digits_vit_state_dict().items())
