@@ -23,12 +23,15 @@ report: $(STAMP)
 	@echo "open reports/mobilenet_v2/report.html"
 
 # The fast tier (under 10 minutes on two idle cores): tiny and trained test models, a handful of mobilenet_v2
-# builds, the browser tests. The slow tier runs the rest.
+# builds, the browser tests. The slow tier runs the rest. Test files are spread over TEST_JOBS processes of one
+# torch thread each (most tests are small builds that keep one core busy); TEST_JOBS=0 runs them in this process.
+TEST_JOBS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PYTEST) -m slow
 
 # Trained weights and labelled data that need no network but the package registry: MTCNN's networks from the
 # facenet-pytorch wheel, scikit-image's lfw_subset faces, scikit-learn's digits and a CNN trained on them.

@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,8 +90,11 @@ def write_digits_cnn(folder: Path) -> tuple[Path, Path]:
 @functools.cache
 def facenet_wheel() -> Path | None:
     """The facenet-pytorch wheel (cached under REAL_DATA/wheels, fetched by pip once), or None if unavailable."""
+    folder = REAL_DATA / "wheels"
     try:
-        return example("real_data").facenet_wheel(REAL_DATA / "wheels")
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(folder / ".fetch.lock"):  # test processes running side by side fetch it once
+            return example("real_data").facenet_wheel(folder)
     except (OSError, subprocess.CalledProcessError):
         return None
 
