@@ -3,6 +3,7 @@
 import copy
 import json
 import warnings
+from unittest import mock
 
 import pandas as pd
 import pytest
@@ -258,6 +259,29 @@ def test_convert_pt2e_keeps_the_names_of_the_ops_it_quantizes():
     assert compute and all(ops.get(n.name) == n.target for n in compute)
     conv = next(n for n in compute if "conv2d" in str(n.target))
     assert "dequantize_per_channel" in str(conv.args[1].target)  # its weight: an int8 constant, dequantized
+
+
+def test_convert_pt2e_searches_qat_patterns_for_a_batchnorm_left_after_ptq_and_skipping_it_changes_nothing():
+    """torchao 0.18: a BatchNorm that follows no conv (DenseNet's) makes every ``convert_pt2e`` export QAT's
+    conv-BatchNorm pattern graphs (17 s of densenet121's 17.2 s convert here). Post-training quantization has none of
+    those patterns, so qreport's convert skips the search: the converted graph and its outputs are the same."""
+    import torchao.quantization.pt2e.qat_utils as qat_utils
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from qreport.flows.pt2e import Pt2eStaticFlow
+
+    x = torch.randn(2, 3, 16, 16)
+    prepared = _pt2e_prepared(toy_models.dense_block_net(), x, _xnnpack(is_per_channel=True))
+    with mock.patch.object(qat_utils, "_get_aten_graph_module_for_pattern",
+                           wraps=qat_utils._get_aten_graph_module_for_pattern) as exported_patterns:
+        theirs = convert_pt2e(copy.deepcopy(prepared))
+    assert exported_patterns.call_count > 0
+    with mock.patch.object(qat_utils, "_get_aten_graph_module_for_pattern",
+                           wraps=qat_utils._get_aten_graph_module_for_pattern) as exported_patterns:
+        ours = Pt2eStaticFlow("xnnpack").convert(prepared)
+    assert exported_patterns.call_count == 0
+    assert ours.code == theirs.code
+    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
 
 
 def test_the_xnnpack_quantizer_takes_no_none_config_per_module():

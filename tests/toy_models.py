@@ -301,3 +301,25 @@ def conv_only():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 10, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     model.example_input_shape = (3, 32, 32)
     return model.eval()
+
+
+class DenseBlockNet(nn.Module):
+    """DenseNet's pattern: a BatchNorm after a concatenation, not after a conv (nothing to fold it into)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.BatchNorm2d(11)
+        self.conv = nn.Conv2d(11, 10, 3)
+
+    def forward(self, x):
+        return self.conv(torch.relu(self.norm(torch.cat([self.stem(x), x], 1)))).mean((2, 3))
+
+
+def dense_block_net():
+    torch.manual_seed(0)
+    model = DenseBlockNet()
+    with torch.no_grad():  # trained-looking statistics, so the BatchNorm is not the identity
+        model.norm.running_mean.uniform_(-0.5, 0.5)
+        model.norm.running_var.uniform_(0.5, 2.0)
+    return model.eval()

@@ -8,13 +8,15 @@ lowering is meant to reproduce.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import re
 from typing import Iterable
+from unittest import mock
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from qreport.config import ModuleOverride
 from qreport.data import call, model_args
@@ -54,6 +56,27 @@ def _torchao():
     return quantize_pt2e
 
 
+def _dead_code_removed(model: fx.GraphModule) -> fx.GraphModule:
+    model.graph.eliminate_dead_code()
+    model.recompile()
+    return model
+
+
+@contextlib.contextmanager
+def _without_qat_folding(quantize_pt2e):
+    """``convert_pt2e`` without its search for quantization-aware training's conv-BatchNorm patterns.
+
+    Post-training quantization never has them (``prepare_pt2e`` folded every BatchNorm that follows a conv), but
+    a BatchNorm left elsewhere (DenseNet's, after a concatenation) starts the search, which exports 96 small pattern
+    graphs on every conversion: 17 s of densenet121's 17.2 s convert here. What the search does besides matching
+    (dropping dead code) is kept; the result is the same graph (pinned in the tests)."""
+    if not hasattr(quantize_pt2e, "_fold_conv_bn_qat"):
+        yield
+        return
+    with mock.patch.object(quantize_pt2e, "_fold_conv_bn_qat", _dead_code_removed):
+        yield
+
+
 def _keeping_float(quantizer, modules: list[str]):
     """``quantizer`` that leaves the ops inside ``modules`` unannotated, so they stay float (the XNNPACK quantizer
     takes no ``None`` config per module)."""
@@ -74,13 +97,30 @@ def _keeping_float(quantizer, modules: list[str]):
     return KeepingFloat()
 
 
+class _Exports:
+    """One ``torch.export`` per float model, shared by a flow and its variants (the fix's rungs): exporting a large
+    model takes seconds to minutes, and ``prepare_pt2e`` changes the graph it is given, so each gets a copy."""
+
+    def __init__(self):
+        self._model: nn.Module | None = None
+        self._shapes: tuple = ()
+        self._exported: nn.Module | None = None
+
+    def copy_of(self, model: nn.Module, example, export) -> nn.Module:
+        """A fresh copy of ``export(model, example)``, exporting only when the model or the input shapes change."""
+        shapes = tuple(tuple(a.shape[1:]) if isinstance(a, torch.Tensor) else repr(a) for a in model_args(example))
+        if self._model is not model or self._shapes != shapes:
+            self._model, self._shapes, self._exported = model, shapes, export(model, example)
+        return copy.deepcopy(self._exported)
+
+
 class Pt2eStaticFlow:
     """Static PTQ through torchao's PT2E quantizers (X86 inductor, ARM inductor, XNNPACK)."""
 
     name = "pt2e-static"
 
     def __init__(self, quantizer: str = "x86", overrides: Iterable[ModuleOverride] = (), verbose: bool = False,
-                 non_traceable: Iterable[str] = ()):
+                 non_traceable: Iterable[str] = (), exports: "_Exports | None" = None):
         if tuple(non_traceable):
             raise InputError("--non-traceable is an FX option: torch.export captures the whole model; drop it with "
                              "--flow pt2e")
@@ -96,6 +136,7 @@ class Pt2eStaticFlow:
         self.notes: list[str] = []
         self.presets = QUANTIZER_PRESETS[quantizer]
         self._float_model: nn.Module | None = None
+        self._exports = exports if exports is not None else _Exports()
         for o in self.overrides:
             if o.preset not in self.presets:
                 raise InputError(f"qconfig for {o.module!r}: {o.describe()!r} is not available with --flow pt2e "
@@ -156,7 +197,7 @@ class Pt2eStaticFlow:
             raise InputError(error)
         self._float_model = model
         with quiet_torch(self.verbose, self.notes):
-            exported = self.export(model, example)
+            exported = self._exports.copy_of(model, example, self.export)
             try:
                 return quantize_pt2e.prepare_pt2e(exported, self._quantizer())
             except Exception as exc:
@@ -184,12 +225,12 @@ class Pt2eStaticFlow:
     def convert(self, prepared: nn.Module) -> nn.Module:
         """A fresh quantize/dequantize model from a calibrated prepared one (int8 weights stored as constants)."""
         quantize_pt2e = _torchao()
-        with quiet_torch(self.verbose, self.notes):
+        with quiet_torch(self.verbose, self.notes), _without_qat_folding(quantize_pt2e):
             return quantize_pt2e.convert_pt2e(copy.deepcopy(prepared))
 
     def with_overrides(self, overrides: Iterable[ModuleOverride]) -> "Pt2eStaticFlow":
         """The same flow with other per-module overrides."""
-        return Pt2eStaticFlow(self.quantizer_name, overrides, self.verbose)
+        return Pt2eStaticFlow(self.quantizer_name, overrides, self.verbose, exports=self._exports)
 
     def reference(self, float_model: nn.Module, prepared: nn.Module) -> nn.Module:
         """The float model."""
