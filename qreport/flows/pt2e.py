@@ -32,13 +32,32 @@ TORCHAO_PIN = "torchao==0.18.0"
 # The presets each quantizer can express per module (X86 and ARM weights are per-channel, activations histogram).
 QUANTIZER_PRESETS = {"x86": ("float", "default"), "arm": ("float", "default"),
                      "xnnpack": ("float", "default", "per_channel", "per_tensor")}
-# Known quantizer failures: (pattern in the error, what it means and what to do).
+# Known quantizer failures: (pattern in the error, what it means and what to do; {reused} names the modules).
 KNOWN_FAILURES = [
     (re.compile(r"more than one output node"),
-     "a module object used at two places in forward (torchvision's BasicBlock reuses self.relu) makes a partition "
-     "with two outputs, which this quantizer rejects; give each place its own module, or use --quantizer xnnpack "
-     "or arm, or --flow fx"),
+     "a module object used at two places in forward{reused} makes a partition with two outputs, which this "
+     "quantizer rejects (torchvision's BasicBlock reuses self.relu); give each place its own module, or use "
+     "--quantizer xnnpack or arm, or --flow fx"),
 ]
+
+
+def reused_modules(model: nn.Module, example) -> list[str]:
+    """The leaf modules one forward pass calls more than once, in the order they are first called."""
+    calls: dict[str, int] = {}
+    hooks = [m.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
+             for name, m in model.named_modules() if name and next(m.children(), None) is None]
+    try:
+        with torch.no_grad():
+            call(model, example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [name for name, count in calls.items() if count > 1]
+
+
+def _listed(names: list[str], shown: int = 3) -> str:
+    more = f", … {len(names)} in all" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _torchao():
@@ -201,12 +220,14 @@ class Pt2eStaticFlow:
             try:
                 return quantize_pt2e.prepare_pt2e(exported, self._quantizer())
             except Exception as exc:
-                raise self._quantizer_error(exc) from None
+                raise self._quantizer_error(exc, model, example) from None
 
-    def _quantizer_error(self, exc: Exception) -> Exception:
+    def _quantizer_error(self, exc: Exception, model: nn.Module, example) -> Exception:
         message = first_line(exc)
         for pattern, meaning in KNOWN_FAILURES:
             if pattern.search(message):
+                reused = reused_modules(model, example)
+                meaning = meaning.format(reused=f" ({_listed(reused)})" if reused else "")
                 return InputError(f"the {self.quantizer_name} quantizer fails on this model ({message[:80]}): {meaning}")
         return InputError(f"the {self.quantizer_name} quantizer fails on this model ({exc.__class__.__name__}: "
                           f"{message[:160]}); try another --quantizer or --flow fx")
