@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qreport.flows.copies import sharing_weights
+from qreport.flows.model_caches import release_cached_models
 from qreport.config import QCONFIG_PRESETS, ModuleOverride
 from qreport.data import call, model_args
 from qreport.errors import InputError
@@ -50,7 +51,7 @@ class _FxErrorFilter:
 @contextlib.contextmanager
 def quiet_torch(verbose: bool, notes: list[str] | None = None):
     """Hide torch's deprecation warnings and torch.fx's error listings (unless ``verbose``) and capture the Numeric
-    Suite's prints."""
+    Suite's prints; afterwards, release the models torch's caches hold (``model_caches``)."""
     buffer = io.StringIO()
     stderr = contextlib.nullcontext() if verbose or isinstance(sys.stderr, _FxErrorFilter) else \
         contextlib.redirect_stderr(_FxErrorFilter(sys.stderr))
@@ -60,6 +61,7 @@ def quiet_torch(verbose: bool, notes: list[str] | None = None):
         try:
             yield buffer
         finally:
+            release_cached_models()
             printed = buffer.getvalue()
             if notes is not None:
                 notes.extend(line for line in printed.splitlines() if line.strip())

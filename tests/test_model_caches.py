@@ -1,0 +1,47 @@
+"""torch and torchao cache every model their device lookups see; qreport's seam lets the models go."""
+
+import gc
+import weakref
+
+import torch
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import prepare_fx
+
+import toy_models
+from qreport.flows import make_flow
+from qreport.flows.model_caches import CACHED_LOOKUPS, release_cached_models
+from qreport.config import BuildConfig
+
+
+def _dies(ref) -> bool:
+    gc.collect()
+    return ref() is None
+
+
+def test_prepare_fx_keeps_the_model_alive_until_the_cache_is_released():
+    x = torch.randn(2, 3, 32, 32)
+    prepared = prepare_fx(toy_models.tiny_cnn().eval(), get_default_qconfig_mapping(), (x,))
+    ref = weakref.ref(prepared)
+    del prepared
+    assert not _dies(ref)  # torch's functools.cache on the model holds it
+    release_cached_models()
+    assert _dies(ref)
+
+
+def test_every_cached_lookup_qreport_releases_exists_in_the_installed_torch_and_torchao():
+    import importlib
+
+    for module_name, function in CACHED_LOOKUPS:
+        assert hasattr(getattr(importlib.import_module(module_name), function), "cache_clear"), function
+
+
+def test_the_int8_models_a_flow_makes_are_freed_when_dropped():
+    x = torch.randn(2, 3, 32, 32)
+    for flow_name in ("fx", "pt2e"):
+        flow = make_flow(BuildConfig(model="tiny", flow=flow_name), verbose=False)
+        model = toy_models.tiny_cnn()
+        prepared = flow.calibrated(model, x, [x])
+        quantized = flow.convert(prepared)
+        refs = [weakref.ref(prepared), weakref.ref(quantized)]
+        del prepared, quantized
+        assert all(_dies(r) for r in refs), flow_name
