@@ -323,3 +323,11 @@ def dense_block_net():
         model.norm.running_mean.uniform_(-0.5, 0.5)
         model.norm.running_var.uniform_(0.5, 2.0)
     return model.eval()
+
+
+def flatten_cnn():
+    """A conv whose output is flattened into a Linear classifier (VGG's and AlexNet's head)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+    model.example_input_shape = (3, 8, 8)
+    return model.eval()

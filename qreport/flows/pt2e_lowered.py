@@ -23,7 +23,21 @@ def lower_x86(quantized: fx.GraphModule, example: tuple) -> fx.GraphModule:
     from torchao.quantization.pt2e.lowering import lower_pt2e_quantized_to_x86
 
     with torch.no_grad():
-        return lower_pt2e_quantized_to_x86(copy.deepcopy(quantized), example)
+        lowered = lower_pt2e_quantized_to_x86(copy.deepcopy(quantized), example)
+    return _views_as_reshapes(lowered)
+
+
+def _views_as_reshapes(gm: fx.GraphModule) -> fx.GraphModule:
+    """``gm`` with every ``aten.view`` made an ``aten.reshape`` (the same values).
+
+    The oneDNN kernels write channels-last outputs, and a ``view`` that flattened the float graph's contiguous tensor
+    (``torch.flatten`` before a classifier, as in VGG) fails on them when the lowered graph runs as it is;
+    ``torch.compile`` plans the layouts itself. A reshape copies only where the layout needs it."""
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target is torch.ops.aten.view.default:
+            node.target = torch.ops.aten.reshape.default
+    gm.recompile()
+    return gm
 
 
 def _kernels(lowered: fx.GraphModule) -> list[fx.Node]:
