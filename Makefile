@@ -26,7 +26,7 @@ report: $(STAMP)
 # builds, the browser tests. The slow tier runs the rest. Test files are spread over TEST_JOBS processes of one
 # torch thread each (most tests are small builds that keep one core busy); TEST_JOBS=0 runs them in this process.
 TEST_JOBS ?= 2
-PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
+PYTEST := $(if $(filter 0,$(TEST_JOBS)),,OMP_NUM_THREADS=1) $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 test: $(STAMP)
 	$(PYTEST) -m "not slow"
 

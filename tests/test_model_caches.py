@@ -45,3 +45,14 @@ def test_the_int8_models_a_flow_makes_are_freed_when_dropped():
         refs = [weakref.ref(prepared), weakref.ref(quantized)]
         del prepared, quantized
         assert all(_dies(r) for r in refs), flow_name
+
+
+def test_a_pt2e_prepared_model_and_the_fix_rungs_share_the_float_weights_of_layers_with_nothing_folded():
+    """torch.export shares the float model's tensors; each prepared copy (run, fix rungs) shares them too."""
+    x = torch.randn(2, 3, 32, 32)
+    flow = make_flow(BuildConfig(model="tiny", flow="pt2e", quantizer="xnnpack"), verbose=False)
+    model = toy_models.tiny_cnn().eval()
+    linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    for prepared in (flow.calibrated(model, x, [x]), flow.with_overrides(()).calibrated(model, x, [x])):
+        pointers = {t.untyped_storage().data_ptr() for t in [*prepared.parameters(), *prepared.buffers()]}
+        assert linear.weight.untyped_storage().data_ptr() in pointers

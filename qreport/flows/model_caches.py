@@ -1,7 +1,7 @@
 """Models that torch and torchao keep alive after quantizing them, and letting them go.
 
 ``torch.ao.quantization.fx.utils.assert_and_get_unique_device`` (called by ``prepare_fx``, ``convert_fx`` and the
-Numeric Suite) and ``torchao.utils._assert_and_get_unique_device`` (``convert_pt2e``) are ``functools.cache``\\ d on
+Numeric Suite) and ``torchao.utils._assert_and_get_unique_device`` (``prepare_pt2e``, ``convert_pt2e``) are ``functools.cache``\\ d on
 the model: every model they see stays in memory until the process ends, with all its weights. A build that makes a
 dozen int8 models (the fix's rungs) would hold a dozen copies.
 """

@@ -41,11 +41,16 @@ KNOWN_FAILURES = [
 ]
 
 
+# Leaf modules whose reuse is harmless to a quantizer (they leave no op in the exported graph).
+_NO_OPS = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
 def reused_modules(model: nn.Module, example) -> list[str]:
-    """The leaf modules one forward pass calls more than once, in the order they are first called."""
+    """The leaf modules (other than no-ops) one forward pass calls more than once, in the order first called."""
     calls: dict[str, int] = {}
     hooks = [m.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
-             for name, m in model.named_modules() if name and next(m.children(), None) is None]
+             for name, m in model.named_modules()
+             if name and next(m.children(), None) is None and not isinstance(m, _NO_OPS)]
     try:
         with torch.no_grad():
             call(model, example)
@@ -96,10 +101,11 @@ def _unread_tensors_dropped(gm: fx.GraphModule) -> fx.GraphModule:
 def _without_qat_folding(quantize_pt2e):
     """``convert_pt2e`` without its search for quantization-aware training's conv-BatchNorm patterns.
 
-    Post-training quantization never has them (``prepare_pt2e`` folded every BatchNorm that follows a conv), but
-    a BatchNorm left elsewhere (DenseNet's, after a concatenation) starts the search, which exports 96 small pattern
-    graphs on every conversion: 17 s of densenet121's 17.2 s convert here. What the search does besides matching
-    (dropping dead code) is kept; the result is the same graph (pinned in the tests)."""
+    A post-training graph cannot hold them (they are the scale-factor chain ``prepare_qat_pt2e`` inserts), but any
+    BatchNorm left in the graph (DenseNet's, after a concatenation) starts the search, which exports 96 small
+    pattern graphs on every conversion: 17 s of densenet121's 17.2 s convert here. What the search does besides
+    matching is dropping dead code (kept) and the training-mode BatchNorm counter update (absent: the export is of
+    the model in eval mode). The result is the same graph (pinned in the tests)."""
     if not hasattr(quantize_pt2e, "_fold_conv_bn_qat"):
         yield
         return
@@ -129,19 +135,24 @@ def _keeping_float(quantizer, modules: list[str]):
 
 class _Exports:
     """One ``torch.export`` per float model, shared by a flow and its variants (the fix's rungs): exporting a large
-    model takes seconds to minutes, and ``prepare_pt2e`` changes the graph it is given, so each gets a copy."""
+    model takes seconds to minutes. ``prepare_pt2e`` changes the graph it is given (BatchNorm folding attaches new
+    weights rather than writing into the old ones), so each gets a copy of the graph that shares the tensors: the
+    export shares them with the float model, and so does every prepared model, except for its folded convs."""
 
     def __init__(self):
         self._model: nn.Module | None = None
-        self._shapes: tuple = ()
+        self._key: tuple = ()
         self._exported: nn.Module | None = None
 
     def copy_of(self, model: nn.Module, example, export) -> nn.Module:
-        """A fresh copy of ``export(model, example)``, exporting only when the model or the input shapes change."""
-        shapes = tuple(tuple(a.shape[1:]) if isinstance(a, torch.Tensor) else repr(a) for a in model_args(example))
-        if self._model is not model or self._shapes != shapes:
-            self._model, self._shapes, self._exported = model, shapes, export(model, example)
-        return copy.deepcopy(self._exported)
+        """A fresh copy of ``export(model, example)``, exporting again only for another model, other input shapes
+        or dtypes, or other parameter objects."""
+        key = (tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else repr(a) for a in model_args(example)),
+               tuple(map(id, model.parameters())))
+        if self._model is not model or self._key != key:
+            self._model, self._key, self._exported = model, key, export(model, example)
+        shared = {id(t): t for t in [*self._exported.parameters(), *self._exported.buffers()]}
+        return copy.deepcopy(self._exported, shared)
 
 
 class Pt2eStaticFlow:
