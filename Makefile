@@ -77,7 +77,7 @@ screens: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench.py
 
-# Every torchvision classifier built at a small input (about an hour; not part of make test).
+# Every torchvision classifier built at a small input under FX and PT2E (about two hours; not part of make test).
 # walk checks the recorded results still hold; walk-record re-records them and the README table.
 walk: $(STAMP)
 	$(PY) -m pytest -q tests/model_walk.py

@@ -368,19 +368,28 @@ def cmd_models(args) -> int:
 
     support = recorded_support()
     rows = {row["name"]: row for row in support["models"]}
+    pt2e = support.get("pt2e", {})
+    pt2e_rows = {row["name"]: row for row in pt2e.get("models", [])}
     quantizable = set(quantizable_names())
     if not args.quiet:
         print(f"walk: every classifier built at a small input with torch {support['torch']}, torchvision "
               f"{support['torchvision']} ({support['measured']}); partial = a stage failed, the report has the rest",
               file=sys.stderr)
+        if pt2e:
+            print(f"pt2e: the same builds with --flow pt2e --quantizer {pt2e['quantizer']} (torchao {pt2e['torchao']}, "
+                  f"{pt2e['measured']}) at the FX build's input; ranges is skipped under PT2E, not a failure",
+                  file=sys.stderr)
         if (support["torch"], support["torchvision"]) != (torch.__version__, torchvision.__version__):
             print(f"note: this is torch {torch.__version__}, torchvision {torchvision.__version__}; results may differ",
                   file=sys.stderr)
-    print(f"{'model':<20} {'variant':<12} {'walk':<8} {'input':<10} detail")
+    print(f"{'model':<20} {'variant':<12} {'fx':<8} {'pt2e':<8} {'input':<10} detail")
     for name in torchvision_classifiers():
         row = rows.get(name, {"status": "not walked", "input": "", "detail": ""})
+        p = pt2e_rows.get(name, {"status": "-", "input": row["input"], "detail": ""})
         variant = "quantizable" if name in quantizable else "plain"
-        print(f"{name:<20} {variant:<12} {row['status']:<8} {row['input']:<10} {row['detail']}".rstrip())
+        p_detail = "; ".join(filter(None, [f"at {p['input']}" if p["input"] != row["input"] else "", p["detail"]]))
+        detail = "  ".join(filter(None, [row["detail"] and f"fx: {row['detail']}", p_detail and f"pt2e: {p_detail}"]))
+        print(f"{name:<20} {variant:<12} {row['status']:<8} {p['status']:<8} {row['input']:<10} {detail}".rstrip())
     return EXIT_OK
 
 
