@@ -24,7 +24,7 @@ from qreport.errors import InputError, first_line
 from qreport.flows import pt2e_graph, pt2e_taps
 from qreport.flows.fx import quiet_torch
 from qreport.flows.observers import copy_observer_states
-from qreport.overrides import kept_float_by, unknown_module_error
+from qreport.overrides import covers, kept_float_by, unknown_module_error
 from qreport.streaming import FLOAT_NAME, QUANT_NAME
 
 QUANTIZERS = ("x86", "arm", "xnnpack")
@@ -91,7 +91,7 @@ def _unread_tensors_dropped(gm: fx.GraphModule) -> fx.GraphModule:
     stay attached beside the int8 constants that replaced them (507 of vgg11's 634 MB)."""
     read = [str(n.target) for n in gm.graph.nodes if n.op in ("get_attr", "call_module")]
     for name, _ in [*gm.named_parameters(), *gm.named_buffers()]:
-        if not any(name == r or name.startswith(r + ".") for r in read):
+        if not any(covers(r, name) for r in read):
             owner, _, attr = name.rpartition(".")
             delattr(gm.get_submodule(owner), attr)
     return gm
