@@ -163,11 +163,15 @@ def test_the_x86_lowering_is_measured_against_the_graph_it_came_from(digits):
     assert 'id="lowered"' in html and "qconv_pointwise" in html
 
 
-def test_the_lowered_kernels_are_measured_when_a_conv_output_is_flattened(tmp_path):
-    """The lowered graph views the channels-last kernel output it flattens; qreport runs it as a reshape."""
-    assert main([*tiny_args(tmp_path / "run", "flatten_cnn"), "--flow", "pt2e", "--input-shape", "3,8,8"]) == 0
+@pytest.mark.parametrize("factory, kernels", [("flatten_cnn", ["qconv_pointwise", "qlinear_pointwise"]),
+                                               ("permuted_sum_net", ["qconv_pointwise", "qconv2d_pointwise",
+                                                                     "qlinear_pointwise"])])
+def test_the_lowered_kernels_are_measured_where_the_lowered_graph_does_not_run_as_it_is(tmp_path, factory, kernels):
+    """The lowered graph views a channels-last kernel output it flattens, and hands a fused add a transposed
+    accumulator; qreport runs the views as reshapes and gives the add a channels-last copy."""
+    assert main([*tiny_args(tmp_path / "run", factory), "--flow", "pt2e", "--input-shape", "3,8,8"]) == 0
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["stages"]["kernels"]["status"] == "ok", manifest["stages"]["kernels"]
     lowered = _table(tmp_path / "run", "lowered")
-    assert list(lowered.op_type) == ["qconv_pointwise", "qlinear_pointwise"]
+    assert list(lowered.op_type) == kernels
     assert (lowered.sqnr_db > 30).all()

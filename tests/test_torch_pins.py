@@ -284,21 +284,23 @@ def test_convert_pt2e_searches_qat_patterns_for_a_batchnorm_left_after_ptq_and_s
     torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
 
 
-def test_the_x86_lowering_views_a_channels_last_kernel_output_and_fails_eagerly_on_a_flatten():
+@pytest.mark.parametrize("factory, error", [("flatten_cnn", "view size is not compatible"),
+                                            ("permuted_sum_net", "accum tensor must be contiguous")])
+def test_the_x86_lowered_graph_does_not_run_as_it_is(factory, error):
     """torchao 0.18: ``lower_pt2e_quantized_to_x86`` keeps ``aten.view`` after a oneDNN conv whose output is channels
-    last, so the lowered graph of a conv → flatten → Linear model fails when run as it is; qreport makes the views
-    reshapes (``pt2e_lowered.lower_x86``)."""
+    last (conv → flatten → Linear fails), and feeds a conv fused with an add an accumulator that is not channels last
+    (MaxViT); qreport makes the views reshapes and copies the accumulator (``pt2e_lowered.lower_x86``)."""
     from torchao.quantization.pt2e.lowering import lower_pt2e_quantized_to_x86
 
     from qreport.flows.pt2e import Pt2eStaticFlow
 
     x = torch.randn(2, 3, 8, 8)
     flow = Pt2eStaticFlow("x86")
-    model = toy_models.flatten_cnn()
+    model = getattr(toy_models, factory)()
     quantized = flow.convert(flow.calibrated(model, x, [x]))
     with torch.no_grad():
         lowered = lower_pt2e_quantized_to_x86(copy.deepcopy(quantized), (x,))
-        with pytest.raises(RuntimeError, match="view size is not compatible"):
+        with pytest.raises(RuntimeError, match=error):
             lowered(x)
 
 

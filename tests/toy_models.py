@@ -331,3 +331,25 @@ def flatten_cnn():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
     model.example_input_shape = (3, 8, 8)
     return model.eval()
+
+
+class PermutedSumNet(nn.Module):
+    """A conv whose output is added to a transposed tensor (MaxViT's pattern: the fused add's other input is not
+    channels-last)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        return self.fc((self.conv(y) + y.transpose(2, 3)).mean((2, 3)))
+
+
+def permuted_sum_net():
+    torch.manual_seed(0)
+    model = PermutedSumNet()
+    model.example_input_shape = (3, 8, 8)
+    return model.eval()

@@ -69,7 +69,8 @@ class QuantizedOp:
     label: str  # quantized.conv2d, ...
 
 
-def _chain_end(node: fx.Node) -> fx.Node:
+def chain_end(node: fx.Node) -> fx.Node:
+    """The last elementwise activation fused after ``node`` (or ``node``): where its quantized output is taken."""
     end = node
     while len(end.users) == 1:
         user = next(iter(end.users))
@@ -90,7 +91,7 @@ def quantized_ops(gm: fx.GraphModule) -> list[QuantizedOp]:
         inputs = node.all_input_nodes
         if not any(is_dequantize(a) for a in inputs):
             continue
-        end = _chain_end(node)
+        end = chain_end(node)
         quantize = next((u for u in end.users if is_quantize(u)), None)
         weights = tuple(i for i, a in enumerate(node.args) if _is_constant_dequantize(a))
         if quantize is None and not weights:

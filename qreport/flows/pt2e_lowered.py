@@ -14,7 +14,7 @@ import copy
 import torch
 from torch import fx
 
-from qreport.flows.pt2e_graph import QuantizedOp, quantized_ops
+from qreport.flows.pt2e_graph import QuantizedOp, chain_end, quantized_ops, target_name
 from qreport.streaming import FLOAT_NAME, QUANT_NAME, Tap
 
 
@@ -24,18 +24,28 @@ def lower_x86(quantized: fx.GraphModule, example: tuple) -> fx.GraphModule:
 
     with torch.no_grad():
         lowered = lower_pt2e_quantized_to_x86(copy.deepcopy(quantized), example)
-    return _views_as_reshapes(lowered)
+    return _runnable_eagerly(lowered)
 
 
-def _views_as_reshapes(gm: fx.GraphModule) -> fx.GraphModule:
-    """``gm`` with every ``aten.view`` made an ``aten.reshape`` (the same values).
+def _runnable_eagerly(gm: fx.GraphModule) -> fx.GraphModule:
+    """``gm`` made to run as it is, with the same values (``torch.compile`` plans the layouts itself):
 
-    The oneDNN kernels write channels-last outputs, and a ``view`` that flattened the float graph's contiguous tensor
-    (``torch.flatten`` before a classifier, as in VGG) fails on them when the lowered graph runs as it is;
-    ``torch.compile`` plans the layouts itself. A reshape copies only where the layout needs it."""
-    for node in gm.graph.nodes:
-        if node.op == "call_function" and node.target is torch.ops.aten.view.default:
+    - every ``aten.view`` an ``aten.reshape``: the oneDNN kernels write channels-last outputs, and a ``view`` that
+      flattened the float graph's contiguous tensor (``torch.flatten`` before a classifier, as in VGG) fails on them;
+      a reshape copies only where the layout needs it;
+    - the accumulator of a conv fused with an add (``binary_attr='sum'``, which the kernel adds its output into, in
+      place) a channels-last copy, as the kernel requires (MaxViT's feeds it a permuted tensor)."""
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function":
+            continue
+        if node.target is torch.ops.aten.view.default:
             node.target = torch.ops.aten.reshape.default
+        elif str(node.target).startswith("onednn.qconv2d_pointwise.binary"):
+            position = [a.name for a in node.target._schema.arguments].index("qaccum")
+            with gm.graph.inserting_before(node):
+                copied = gm.graph.call_function(torch.ops.aten.clone.default, (node.args[position],),
+                                                {"memory_format": torch.channels_last})
+            node.update_arg(position, copied)
     gm.recompile()
     return gm
 
@@ -50,16 +60,20 @@ def _argument(node: fx.Node, name: str):
     return node.args[names.index(name)] if name in names and names.index(name) < len(node.args) else None
 
 
-def _compared_value(gm: fx.GraphModule, op: QuantizedOp, layers: dict[str, QuantizedOp]) -> tuple[fx.Node, tuple]:
-    """Where the quantize/dequantize graph holds the value a lowered kernel outputs: the layer's quantize step, the
-    quantize step of the add it is fused with, or its float output."""
+def _compared_value(gm: fx.GraphModule, op: QuantizedOp, layers: dict[str, QuantizedOp],
+                    fused_add: bool) -> tuple[fx.Node, tuple]:
+    """Where the quantize/dequantize graph holds the value a lowered kernel outputs: the layer's quantize step or
+    float output, or, for a kernel fused with the add after it (``fused_add``), that add's quantize step or its
+    float output (after any activation fused with it)."""
     nodes = {n.name: n for n in gm.graph.nodes}
     end = nodes[op.end]
-    if op.quantize is None and len(end.users) == 1:
+    if fused_add and op.quantize is None and len(end.users) == 1:
         user = next(iter(end.users))
         fused = layers.get(user.name)
-        if fused is not None and fused.quantize is not None and not fused.weight_args:
+        if fused is not None and not fused.weight_args:
             op = fused
+        elif target_name(user).startswith("add"):  # an add whose output stays float: not a quantized layer
+            return chain_end(user), (chain_end(user),)
     if op.quantize is None:
         return nodes[op.end], (nodes[op.end],)
     q = nodes[op.quantize]
@@ -81,7 +95,7 @@ def tap_both(quantized: fx.GraphModule, lowered: fx.GraphModule, pairing,
     for i, (op, kernel) in enumerate(zip(weighted, kernels)):
         label = str(kernel.target).split(".")[1]
         layer = module_paths.get(op.node, op.node)
-        at, args = _compared_value(reference, op, by_name)
+        at, args = _compared_value(reference, op, by_name, ".binary" in str(kernel.target))
         _insert(reference, at, Tap(pairing, FLOAT_NAME, op.node, op.node, label, layer), args, f"qreport_qdq_{i}")
         dtype = _argument(kernel, "output_dtype")
         scale, zero_point = _argument(kernel, "output_scale"), _argument(kernel, "output_zero_point")
