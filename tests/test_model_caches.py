@@ -53,6 +53,10 @@ def test_a_pt2e_prepared_model_and_the_fix_rungs_share_the_float_weights_of_laye
     flow = make_flow(BuildConfig(model="tiny", flow="pt2e", quantizer="xnnpack"), verbose=False)
     model = toy_models.tiny_cnn().eval()
     linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     for prepared in (flow.calibrated(model, x, [x]), flow.with_overrides(()).calibrated(model, x, [x])):
         pointers = {t.untyped_storage().data_ptr() for t in [*prepared.parameters(), *prepared.buffers()]}
         assert linear.weight.untyped_storage().data_ptr() in pointers
+        flow.convert(prepared)(x)
+    # nothing quantization does (BatchNorm folding, calibration, conversion) writes into the shared float tensors
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
