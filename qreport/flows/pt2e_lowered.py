@@ -73,7 +73,8 @@ def _compared_value(gm: fx.GraphModule, op: QuantizedOp, layers: dict[str, Quant
         if fused is not None and not fused.weight_args:
             op = fused
         elif target_name(user).startswith("add"):  # an add whose output stays float: not a quantized layer
-            return chain_end(user), (chain_end(user),)
+            after_add = chain_end(user)
+            return after_add, (after_add,)
     if op.quantize is None:
         return nodes[op.end], (nodes[op.end],)
     q = nodes[op.quantize]
