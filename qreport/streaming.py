@@ -33,6 +33,16 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1)
 
 
+def _same_layout(q: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``q`` in the memory layout of ``like`` (contiguous or channels-last), so elementwise work between them runs
+    over plain memory and every result flattens without a copy."""
+    if like.is_contiguous():
+        return q.contiguous()
+    if like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last):
+        return q.contiguous(memory_format=torch.channels_last)
+    return q
+
+
 def _energies(f: torch.Tensor, q: torch.Tensor, err: torch.Tensor) -> list[float]:
     """Σf², Σq², Σerr² in one call; layout-agnostic (vector norms need no flattening)."""
     norms = torch.stack([torch.linalg.vector_norm(t) for t in (f, q, err)]).double()
@@ -72,18 +82,21 @@ class LayerStats:
 
         ``transform`` (an activation) is applied to both sides after dequantizing, before comparing.
         """
+        if reference.is_quantized:
+            reference = reference.dequantize()
         if quantized.is_quantized:
             if quantized.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
                 self.scale, self.zero_point, self.range_lo, self.range_hi = _quant_range(quantized)
+            if quantized.shape == reference.shape:  # re-laid out in int8: a quarter of the bytes of doing it after
+                quantized = _same_layout(quantized, reference)
             quantized = quantized.dequantize()
-        if reference.is_quantized:
-            reference = reference.dequantize()
         if transform is not None:
             reference, quantized = transform(reference), transform(quantized)
         f = reference.detach().float()
         q = quantized.detach().float()
         if f.shape != q.shape:
             raise ValueError(f"shape mismatch: float {tuple(reference.shape)} vs quantized {tuple(quantized.shape)}")
+        q = _same_layout(q, f)
         err = f - q
         sums = _energies(f, q, err)
         if not all(math.isfinite(v) for v in sums):  # NaN/Inf on either side: count them, compare the rest
@@ -101,9 +114,10 @@ class LayerStats:
         self.noise += ee
         self.quant_sq += qq
         self.dot += (ff + qq - ee) / 2.0  # f·q, from the three energies already taken
-        e_min, e_max = torch.aminmax(err)
-        f_min, f_max = torch.aminmax(f)
-        q_min, q_max = torch.aminmax(q)
+        f_flat, q_flat = _flat(f), _flat(q)  # aminmax copies a channels-last tensor to contiguous; a flat view not
+        e_min, e_max = torch.aminmax(_flat(err))
+        f_min, f_max = torch.aminmax(f_flat)
+        q_min, q_max = torch.aminmax(q_flat)
         e_min, e_max, f_min, f_max, q_min, q_max = torch.stack([e_min, e_max, f_min, f_max, q_min, q_max]).tolist()
         self.max_abs_err = max(self.max_abs_err, -e_min, e_max)
         self.float_min, self.float_max = min(self.float_min, f_min), max(self.float_max, f_max)
@@ -116,8 +130,8 @@ class LayerStats:
         if self.hist_float is None:
             self._start_histograms(min(f_min, q_min), max(f_max, q_max))
         stride = max(1, f.numel() // HIST_SAMPLE)
-        self.hist_float += self._histogram(_flat(f)[::stride])
-        self.hist_quant += self._histogram(_flat(q)[::stride])
+        self.hist_float += self._histogram(f_flat[::stride])
+        self.hist_quant += self._histogram(q_flat[::stride])
 
     def _start_histograms(self, lo: float, hi: float) -> None:
         """Fix the bin edges from the first batch (and the int8 range); later outliers land in the end bins."""

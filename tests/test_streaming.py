@@ -93,3 +93,27 @@ def test_histograms_count_every_value_including_later_outliers():
     assert len(row["hist_float"]) == HIST_BINS + 2
     assert sum(row["hist_float"]) == 1500 and sum(row["hist_quant"]) == 1500
     assert row["hist_float"][0] > 0 and row["hist_float"][-1] > 0
+
+
+def test_memory_layout_does_not_change_the_statistics():
+    """Quantized convolutions give channels-last tensors and float ones usually do not: any mix of the two layouts
+    gives the statistics of the contiguous pair (clipping included)."""
+    gen = torch.Generator().manual_seed(1)
+    f = torch.randn(2, 8, 10, 10, generator=gen) * 3
+    q = torch.quantize_per_tensor(f, scale=0.02, zero_point=128, dtype=torch.quint8)  # clips beyond about ±2.5
+    last = torch.channels_last
+    rows = {}
+    for name, (ff, qq) in {"contiguous": (f, q), "both channels-last": (f.contiguous(memory_format=last),
+                                                                        q.contiguous(memory_format=last)),
+                           "int8 channels-last": (f, q.contiguous(memory_format=last)),
+                           "float channels-last": (f.contiguous(memory_format=last), q)}.items():
+        stats = LayerStats()
+        stats.update(ff, qq, transform=torch.relu)
+        rows[name] = stats.row()
+    want = rows.pop("contiguous")
+    assert want["clipped_fraction"] > 0.1
+    for name, row in rows.items():
+        for key in ("float_min", "float_max", "quant_min", "quant_max", "max_abs_err", "clipped_fraction", "numel"):
+            assert row[key] == want[key], (name, key)
+        for key in ("signal_energy", "noise_energy", "cosine"):
+            assert math.isclose(row[key], want[key], rel_tol=1e-6), (name, key)
