@@ -72,6 +72,29 @@ def test_the_greedy_float_set_keeps_the_range_sharing_activation_with_its_layer_
     assert fix.loc["after", "qdq_boundaries"] == fix.loc["before", "qdq_boundaries"] == 2  # float at the input: no island
 
 
+def test_each_simulated_configuration_runs_once(tmp_path, monkeypatch):
+    """The greedy search revisits the float sets it built (adding, pruning, then scoring each step): each is
+    simulated once."""
+    runs = []
+    configure, outputs = Simulator.configure, Simulator.outputs
+
+    def recording_configure(self, float_ops=frozenset(), **switches):
+        self.recorded = (frozenset(float_ops), tuple(sorted(switches.items())))
+        return configure(self, float_ops, **switches)
+
+    def recording_outputs(self, batches):
+        runs.append(self.recorded)
+        return outputs(self, batches)
+
+    monkeypatch.setattr(Simulator, "configure", recording_configure)
+    monkeypatch.setattr(Simulator, "outputs", recording_outputs)
+    out = tmp_path / "run"
+    assert main(tiny_args(out, "bad_channel_cnn")) == 0
+    sens = pd.read_parquet(out / "sensitivity.parquet")
+    assert (sens.greedy_step >= 0).sum() >= 1  # the search ran and chose a set
+    assert len(runs) == len(set(runs)) >= len(sens)
+
+
 def test_a_reachable_target_suggests_no_float_layers(tmp_path):
     out = tmp_path / "run"
     assert main(tiny_args(out, "tiny_cnn", "--target-sqnr", "5")) == 0
