@@ -12,6 +12,7 @@ import sys
 import traceback
 
 from qreport import __version__, interrupt
+from qreport.config import ACTIVATION_OBSERVERS
 from qreport.errors import (EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_DIR, EXIT_USAGE,
                             InputError, QReportError, first_line)
 
@@ -152,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--non-traceable", action="append", default=[], metavar="MODULE_OR_CLASS",
                    help="a module path or class name torch.fx cannot trace: it stays float and untraced (repeatable)")
     b.add_argument("--backend", choices=("x86", "qnnpack"), default="x86", help="quantized engine (default: %(default)s)")
+    b.add_argument("--activation-observer", choices=ACTIVATION_OBSERVERS, metavar="|".join(ACTIVATION_OBSERVERS),
+                   help="observer of every activation the backend's default qconfig observes (static FX builds; "
+                   "default: the backend's, histogram). minmax calibrates faster; make bench shows its time and "
+                   "SQNR against histogram. A --qconfig file's per-module observers still win")
     b.add_argument("--qconfig", metavar="FILE",
                    help="TOML file of per-module overrides, e.g. [modules] \"features.0\" = \"float\" "
                    "(presets: float, default, per_tensor, per_channel, histogram)")
@@ -276,7 +281,8 @@ def cmd_build(args) -> int:
         raise InputError(f"--quantizer {args.quantizer} picks a PT2E quantizer; add --flow pt2e (FX takes --backend)")
     cfg = BuildConfig(
         model=args.model, weights=args.weights, checkpoint=args.checkpoint, backend=args.backend,
-        qconfig_file=args.qconfig, overrides=overrides, thresholds=thresholds, data=args.data,
+        activation_observer=args.activation_observer, qconfig_file=args.qconfig, overrides=overrides,
+        thresholds=thresholds, data=args.data,
         eval_data=args.eval_data, calib_batches=args.calib_batches, eval_batches=args.eval_batches,
         batch_size=args.batch_size, input_shape=args.input_shape, seed=args.seed, target_sqnr=args.target_sqnr,
         sensitivity_images=args.sensitivity_images,

@@ -61,6 +61,7 @@ class BuildConfig:
     weights: str = "auto"
     checkpoint: str | None = None
     backend: str = "x86"
+    activation_observer: str | None = None  # every activation observer the backend's default sets (None: keep it)
     qconfig_file: str | None = None
     overrides: tuple[ModuleOverride, ...] = ()
     data: str = "synthetic"
@@ -88,6 +89,8 @@ class BuildConfig:
         d["overrides"] = [dataclasses.asdict(o) for o in self.overrides]
         d["thresholds"] = dict(self.thresholds)
         d["input_shape"] = list(self.input_shape) if self.input_shape else None
+        if self.activation_observer is None:  # runs with the backend's observers keep their fingerprint
+            del d["activation_observer"]
         if self.flow == "fx":  # FX runs keep the config (and fingerprint) they had before PT2E existed
             del d["flow"], d["quantizer"], d["weight_bits"]
         elif self.mode == "static":

@@ -14,6 +14,9 @@ FLOWS = {"static": FxStaticFlow, "dynamic": FxDynamicFlow, "qat": FxQatFlow}
 def make_flow(cfg, verbose: bool = False):
     """The flow a build config asks for (``--flow``, ``--mode``, ``--backend``/``--quantizer``)."""
     if cfg.flow == "pt2e":
+        if cfg.activation_observer:
+            raise InputError("--activation-observer sets FX's observers; PT2E's quantizer picks its own: drop it, "
+                             "or build with --flow fx")
         if cfg.mode in ("weight-only", "dynamic"):
             from qreport.flows.torchao_linear import TorchaoLinearFlow
 
@@ -26,7 +29,11 @@ def make_flow(cfg, verbose: bool = False):
         return Pt2eStaticFlow(cfg.quantizer, cfg.overrides, verbose=verbose, non_traceable=cfg.non_traceable)
     if cfg.mode not in FLOWS:
         raise InputError(f"--mode {cfg.mode} quantizes with torchao: add --flow pt2e")
-    return FLOWS[cfg.mode](cfg.backend, cfg.overrides, verbose=verbose, non_traceable=cfg.non_traceable)
+    if cfg.activation_observer and cfg.mode != "static":
+        raise InputError("--activation-observer sets the observers of static builds; drop it for --mode "
+                         f"{cfg.mode}")
+    return FLOWS[cfg.mode](cfg.backend, cfg.overrides, verbose=verbose, non_traceable=cfg.non_traceable,
+                           activation_observer=cfg.activation_observer)
 
 
 __all__ = ["FLOWS", "FxDynamicFlow", "FxQatFlow", "FxStaticFlow", "make_flow", "quiet_torch"]

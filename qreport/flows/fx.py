@@ -202,8 +202,9 @@ class FxStaticFlow:
     name = "fx-static"
 
     def __init__(self, backend: str = "x86", overrides: Iterable[ModuleOverride] = (), verbose: bool = False,
-                 non_traceable: Iterable[str] = ()):
+                 non_traceable: Iterable[str] = (), activation_observer: str | None = None):
         self.backend = backend
+        self.activation_observer = activation_observer  # replaces the backend's default one (None: keep it)
         self.overrides = tuple(overrides)
         self.verbose = verbose
         self.non_traceable = tuple(non_traceable)  # module paths or class names FX must not trace into
@@ -225,6 +226,14 @@ class FxStaticFlow:
         return f"try --backend {'qnnpack' if self.backend == 'x86' else 'x86'}"
 
     # -- configuration -------------------------------------------------------------------------
+    def _activation_observer(self, name: str):
+        """The activation observer constructor called ``name`` (``config.ACTIVATION_OBSERVERS``), for this backend."""
+        from torch.ao.quantization import observer
+
+        cls = {"minmax": observer.MinMaxObserver, "moving_average": observer.MovingAverageMinMaxObserver,
+               "histogram": observer.HistogramObserver}[name]
+        return cls.with_args(dtype=torch.quint8, reduce_range=self.backend == "x86")
+
     def _qconfig(self, override: ModuleOverride):
         from torch.ao.quantization import QConfig, get_default_qconfig, observer
 
@@ -232,14 +241,11 @@ class FxStaticFlow:
         if act_name is None:
             return None
         backend = get_default_qconfig(self.backend)
-        reduce_range = self.backend == "x86"
-        activation = {
-            "backend": backend.activation,
-            "minmax": observer.MinMaxObserver.with_args(dtype=torch.quint8, reduce_range=reduce_range),
-            "moving_average": observer.MovingAverageMinMaxObserver.with_args(dtype=torch.quint8,
-                                                                             reduce_range=reduce_range),
-            "histogram": observer.HistogramObserver.with_args(dtype=torch.quint8, reduce_range=reduce_range),
-        }[act_name]
+        if act_name == "backend":
+            activation = (self._activation_observer(self.activation_observer) if self.activation_observer
+                          else backend.activation)
+        else:
+            activation = self._activation_observer(act_name)
         weight = {
             "backend": backend.weight,
             "per_tensor": observer.default_weight_observer,
@@ -252,6 +258,8 @@ class FxStaticFlow:
         from torch.ao.quantization import get_default_qconfig_mapping
 
         mapping = get_default_qconfig_mapping(self.backend)
+        if self.activation_observer:
+            self._replace_default_activation_observer(mapping)
         for override in self.overrides:
             qconfig = self._qconfig(override)
             mapping.set_module_name(override.module, qconfig)
@@ -264,6 +272,23 @@ class FxStaticFlow:
             else:
                 mapping.set_module_name_object_type_order(*bridge, None)
         return mapping
+
+    def _replace_default_activation_observer(self, mapping) -> None:
+        """Give every qconfig of ``mapping`` that observes activations with the backend's default observer
+        (histogram) the chosen one instead; fixed-range and input-reusing observers stay."""
+        from torch.ao.quantization import QConfig, get_default_qconfig
+
+        default = get_default_qconfig(self.backend).activation
+        chosen = self._activation_observer(self.activation_observer)
+
+        def swapped(qconfig):
+            if qconfig is None or type(qconfig.activation()) is not type(default()):
+                return qconfig
+            return QConfig(activation=chosen, weight=qconfig.weight)
+
+        mapping.set_global(swapped(mapping.global_qconfig))
+        for key, qconfig in list(mapping.object_type_qconfigs.items()):
+            mapping.set_object_type(key, swapped(qconfig))
 
     def _kept_float(self, path: str) -> bool:
         """Whether the overrides keep module ``path`` float, directly or as a module fused into a float layer."""
