@@ -8,7 +8,8 @@ For each model and number of evaluation images it runs, each in a fresh seeded p
   tutorial  the FX Numeric Suite tutorial's way: ``OutputLogger`` keeping every tensor, then
             ``extend_logger_results_with_comparison`` (skipped where it would not fit in memory).
 With resnet152 in --models it also builds the issue's reference setting (64 calibration, 16 evaluation images).
-It ends with the sensitivity stage against re-quantizing per layer, the default ``qreport build --model
+It ends with the sensitivity stage against re-quantizing per layer, calibration with the histogram and the MinMax
+activation observer (time, and the int8 model's output against the float one), the default ``qreport build --model
 mobilenet_v2`` timed from the command line, and the targets, each met or not.
 """
 
@@ -206,7 +207,35 @@ def child_tutorial(model_name: str, images: int, calib_images: int) -> dict:
     return {"seconds": activations + time.perf_counter() - t, "rss_mb": _peak_rss_mb()}
 
 
-CHILDREN = {"build": child_build, "passes": child_passes, "tutorial": child_tutorial, "requant": child_requant}
+OBSERVERS = ("histogram", "minmax")  # the x86 backend's default activation observer, and --activation-observer's
+
+
+def child_observers(model_name: str, images: int, calib_images: int) -> dict:
+    """Calibration (prepare + observed forwards) with each activation observer, and the converted model's output
+    SQNR and top-1 agreement with the float model over the evaluation images; the plain float pass for scale."""
+    import torch
+
+    from qreport.flows import FxStaticFlow
+    from qreport.scoring import agreement
+
+    float_model, _, _, data = _setup(model_name, images, calib_images)
+    calibration, evaluation = list(data.calibration), list(data.evaluation)
+    with torch.no_grad():
+        float_model(calibration[0])
+        out = {"calibration_float": _timed_pass(float_model, calibration)}
+    for name in OBSERVERS:
+        flow = FxStaticFlow("x86", activation_observer=None if name == "histogram" else name)
+        t = time.perf_counter()
+        prepared = flow.calibrated(float_model, data.example(), calibration)
+        seconds = time.perf_counter() - t
+        scored = agreement(float_model, flow.convert(prepared), evaluation)
+        out[name] = {"seconds": seconds, "output_sqnr_db": scored["output_sqnr_db"],
+                     "top1_agreement": scored["top1_agreement"]}
+    return out
+
+
+CHILDREN = {"build": child_build, "passes": child_passes, "tutorial": child_tutorial, "requant": child_requant,
+            "observers": child_observers}
 
 
 def run_child(kind: str, model_name: str, images: int, calib_images: int) -> dict | None:
@@ -392,6 +421,22 @@ def sensitivity_line(rows: list[dict]) -> str:
             f"{naive / seconds:.0f}x slower")
 
 
+def print_observer_table(measured: dict[str, dict | None], images: int, calib_images: int) -> None:
+    """Calibration time and output agreement with each activation observer (``--activation-observer``)."""
+    print(f"activation observers: calibration over {calib_images} images (prepare + observed forwards), output "
+          f"against the float model over {images} images")
+    header = (f"{'model':<13}{'observer':>11}{'calibrate s':>13}{'÷float pass':>13}{'output SQNR dB':>16}"
+              f"{'top-1 agree':>13}")
+    print(header)
+    print("-" * len(header))
+    for model_name, figures in measured.items():
+        for name in OBSERVERS:
+            f = figures and figures[name]
+            print(f"{model_name:<13}{name:>11}{cell(f and f['seconds'], 13, 2)}"
+                  f"{cell(ratio(f and f['seconds'], figures and figures['calibration_float']), 13, 2)}"
+                  f"{cell(f and f['output_sqnr_db'], 16, 2)}{cell(f and 100 * f['top1_agreement'], 12, 1)}%")
+
+
 def default_build_seconds() -> float | None:
     """Wall time of ``qreport build --model mobilenet_v2`` with defaults, interpreter start and import included."""
     print("  qreport build --model mobilenet_v2 (command line)", file=sys.stderr, flush=True)
@@ -516,6 +561,8 @@ def main() -> int:
         reference = measure(REFERENCE_MODEL, REFERENCE_EVAL_IMAGES, REFERENCE_CALIB_IMAGES, args.repeat,
                             with_tutorial=False)
     sensitivity = sensitivity_line(rows)
+    observer_images = min(args.images)
+    observers = {m: repeated("observers", m, observer_images, calib, args.repeat) for m in args.models}
     default_build = default_build_seconds()
 
     print(f"qreport bench · {time.strftime('%Y-%m-%d')} · torch {version('torch')} · {os.cpu_count()} cores · "
@@ -547,12 +594,16 @@ def main() -> int:
             print(f"{row['model']} at {row['images']} images: the report did not render "
                   f"({row['build']['render_error']})")
     print(sensitivity)
+    print()
+    print_observer_table(observers, observer_images, calib)
+    print()
     print(f"default build (qreport build --model mobilenet_v2, interpreter start and import included): "
           f"{number(default_build, 1)} s")
     print()
     print_targets(rows, reference)
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "reference": reference}, indent=1))
+        Path(args.json).write_text(json.dumps({"rows": rows, "reference": reference, "observers": observers},
+                                              indent=1))
     return 0
 
 
