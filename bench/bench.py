@@ -73,7 +73,8 @@ legend (seconds are wall time on this machine; every figure is the median of --r
              stage, as the manifest records it ('-' for load, calibrate and convert, which it records no RSS for)
   weights    float weights' size: parameters x 4 bytes, MiB
   RSS rule   peak RSS <= {RSS_WEIGHTS_FACTOR:g} x weights + {RSS_EXTRA_MB / 1024:g} GiB (information, not asserted)
-  fix/calib  fix stage seconds / calibrate step seconds (the manifest's timings_s)
+  fix/calib  fix stage seconds / calibrate step seconds (the manifest's timings_s); '-' when the fix ran no
+             rung (nothing to re-quantize: its cost is not measured)
   ÷X         the figure to its left divided by X: a+s ÷ floor, a+s ÷ two-view, a+s ÷ tutorial;
              build ÷ data floor"""
 
@@ -132,12 +133,15 @@ def child_build(model_name: str, images: int, calib_images: int) -> dict:
         manifest = build(cfg, str(Path(tmp) / "run"), quiet=True, render_report=render_timed)
         seconds = time.perf_counter() - t
         sens = pd.read_parquet(Path(tmp) / "run" / "sensitivity.parquet")
+        fix_path = Path(tmp) / "run" / "fix.parquet"
+        fix_rungs = int((pd.read_parquet(fix_path).step == "rung").sum()) if fix_path.exists() else 0
     stages = {name: {"seconds": s["seconds"], "peak_rss_mb": s.get("peak_rss_mb"), "status": s["status"]}
               for name, s in manifest["stages"].items()}
     return {"seconds": seconds, "timings": manifest["timings_s"], "render": sum(render_seconds),
             "render_error": "; ".join(render_errors), "stages": stages,
             "rss_mb": _peak_rss_mb(), "parameters": manifest["model"]["parameters"],
-            "torch": manifest["versions"]["torch"], "sensitivity_layers": int((sens.kind == "layer").sum())}
+            "torch": manifest["versions"]["torch"], "sensitivity_layers": int((sens.kind == "layer").sum()),
+            "fix_rungs": fix_rungs}
 
 
 def _timed_pass(model, batches) -> float:
@@ -307,7 +311,7 @@ def derived(row: dict) -> dict:
         d["whole"], d["rss"] = build["seconds"], build["rss_mb"]
         d["weights"] = build["parameters"] * 4 / MIB
         d["rss_limit"] = RSS_WEIGHTS_FACTOR * d["weights"] + RSS_EXTRA_MB
-        if "fix" in stages and build["timings"].get("calibrate"):
+        if "fix" in stages and build["timings"].get("calibrate") and build.get("fix_rungs"):  # no rung: no cost
             d["fix_calib"] = stages["fix"]["seconds"] / build["timings"]["calibrate"]
     if tut:
         d["tutorial"], d["tutorial_rss"] = tut["seconds"], tut["rss_mb"]
