@@ -4,6 +4,7 @@ import json
 import math
 
 import pandas as pd
+import pytest
 import torch
 
 from conftest import tiny_args
@@ -92,7 +93,24 @@ def test_each_simulated_configuration_runs_once(tmp_path, monkeypatch):
     assert main(tiny_args(out, "bad_channel_cnn")) == 0
     sens = pd.read_parquet(out / "sensitivity.parquet")
     assert (sens.greedy_step >= 0).sum() >= 1  # the search ran and chose a set
-    assert len(runs) == len(set(runs)) >= len(sens)
+    assert len(runs) == len(set(runs)) >= 3  # the per-layer sweep shares runs (below); these are the search's
+
+
+@pytest.mark.parametrize("factory, extra", [("bad_channel_cnn", ()), ("shared_relu_net", ()),
+                                            ("dense_block_net", ()), ("bad_channel_cnn", ("--flow", "pt2e"))])
+def test_the_per_layer_sweep_gives_the_numbers_of_one_full_run_per_configuration(tmp_path, monkeypatch, factory,
+                                                                                 extra):
+    """Layers are simulated from the first node their configuration changes, the rest taken from one run of the
+    all-int8 (or all-float) model: every number equals that of running each configuration whole."""
+    import qreport.stages.sensitivity as stage
+
+    shared, whole = tmp_path / "shared", tmp_path / "whole"
+    assert main(tiny_args(shared, factory, *extra)) == 0
+    monkeypatch.setattr(stage, "FORKED_OUTPUTS_BUDGET", 0)
+    assert main(tiny_args(whole, factory, *extra)) == 0
+    a, b = (pd.read_parquet(run / "sensitivity.parquet") for run in (shared, whole))
+    assert len(a[a.kind == "layer"]) >= 3
+    pd.testing.assert_frame_equal(a, b)
 
 
 def test_a_reachable_target_suggests_no_float_layers(tmp_path):

@@ -65,6 +65,7 @@ class _Edge:
     module: _FakeQuant
     producer: str
     consumers: list[str]
+    node: str  # the graph node that calls ``module``
 
 
 def _weighted_leaf(module: nn.Module) -> nn.Module | None:
@@ -100,7 +101,7 @@ class Simulator:
             self.model.add_submodule(target, fq)
             node.target = target
             producer = node.args[0].name if isinstance(node.args[0], torch.fx.Node) else ""
-            edges.append(_Edge(fq, producer, [u.name for u in node.users]))
+            edges.append(_Edge(fq, producer, [u.name for u in node.users], node.name))
         self.model.recompile()
         self.edges = edges
         self.ops = [n.name for n in self.model.graph.nodes
@@ -151,6 +152,12 @@ class Simulator:
             edge.module.use_own = edge.producer in self.ops and edge.producer not in quantized
         for name, (leaf, float_w, int8_w) in self.weights.items():
             leaf.weight = int8_w if (weights and name in quantized) else float_w
+
+    def states(self) -> dict[str, tuple]:
+        """What ``configure`` set, by the graph node it changes: each fake-quantize step and each weight."""
+        out = {e.node: (e.module.enabled, e.module.use_own) for e in self.edges}
+        out.update({name: (leaf.weight is int8_w,) for name, (leaf, _, int8_w) in self.weights.items()})
+        return out
 
     @torch.no_grad()
     def outputs(self, batches) -> list[torch.Tensor]:

@@ -44,6 +44,7 @@ class _Edge:
     module: _FakeQuant
     producer: str
     consumers: list[str]
+    node: str  # the graph node that calls ``module``
 
 
 class Pt2eSimulator:
@@ -55,6 +56,7 @@ class Pt2eSimulator:
         owner = {op.end: op.node for op in layers}
         nodes = {n.name: n for n in gm.graph.nodes}
         self.weights: dict[str, _Weight] = {}
+        self._weight_nodes: dict[str, str] = {}  # layer -> the node that reads its weight switch
         for op in layers:
             node = nodes[op.node]
             for arg in op.weight_args:
@@ -64,10 +66,12 @@ class Pt2eSimulator:
                 name = f"qreport_weight_{op.node}_{arg}"
                 gm.add_module(name, switch)
                 with gm.graph.inserting_before(node):
-                    node.update_arg(arg, gm.graph.call_module(name, ()))
+                    read = gm.graph.call_module(name, ())
+                    node.update_arg(arg, read)
                 if not dq.users:
                     gm.graph.erase_node(dq)
                 self.weights[op.node] = switch
+                self._weight_nodes[op.node] = read.name
         self.edges: list[_Edge] = []
         for q in [n for n in gm.graph.nodes if pt2e_graph.is_quantize(n) and n.args[0].op != "get_attr"]:
             scale, zero_point, qmin, qmax = (q.args[1], q.args[2], q.args[3], q.args[4])
@@ -83,7 +87,7 @@ class Pt2eSimulator:
                 dq.replace_all_uses_with(step)
                 gm.graph.erase_node(dq)
             gm.graph.erase_node(q)
-            self.edges.append(_Edge(fq, owner.get(source.name, source.name), consumers))
+            self.edges.append(_Edge(fq, owner.get(source.name, source.name), consumers, step.name))
         gm.recompile()
         self.ops = [op.node for op in layers]
         self.observed_ops = {e.producer for e in self.edges} & set(self.ops)
@@ -96,6 +100,12 @@ class Pt2eSimulator:
                 edge.producer in quantized or any(c in quantized for c in edge.consumers))
         for name, switch in self.weights.items():
             switch.quantized = weights and name in quantized
+
+    def states(self) -> dict[str, tuple]:
+        """What ``configure`` set, by the graph node it changes: each fake-quantize step and each weight."""
+        out = {e.node: (e.module.enabled,) for e in self.edges}
+        out.update({self._weight_nodes[name]: (switch.quantized,) for name, switch in self.weights.items()})
+        return out
 
     @torch.no_grad()
     def outputs(self, batches) -> list[torch.Tensor]:

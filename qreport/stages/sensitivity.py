@@ -12,7 +12,9 @@ import math
 import pandas as pd
 import torch
 
+from qreport import interrupt
 from qreport.data import batch_len, call, take
+from qreport.flows.sim_fork import ForkedRuns
 from qreport.locations import SIM_ACTIVATIONS, SIM_ALL, SIM_REAL, SIM_WEIGHTS
 from qreport.schema import pass_through_nodes
 from qreport.scoring import first_tensor, score_outputs
@@ -21,6 +23,7 @@ from qreport.stages.result import StageResult
 GREEDY_MAX_LAYERS = 10
 GREEDY_MAX_TRIES = 20  # candidates tried (kept or not) before the search stops
 GREEDY_MIN_GAIN_DB = 0.5  # a step must raise the simulated output SQNR this much to be kept
+FORKED_OUTPUTS_BUDGET = 256 * 2**20  # bytes of outputs the per-layer sweep may hold; above it, one run at a time
 
 
 def _images(split, n: int) -> list[torch.Tensor]:
@@ -78,11 +81,27 @@ def run(ctx) -> StageResult:
     notes = [] if len(layers) == len(candidates) else [
         f"sensitivity simulated for {len(layers)} of {len(candidates)} layers, the lowest SQNR first "
         "(--sensitivity-layers)"]
-    measured = []
-    for order, op in enumerate(ctx.progress(layers, "sensitivity")):
-        float_db, float_top1 = measure(float_ops={op})
-        quant_db, quant_top1 = measure(float_ops=set(sim.ops) - {op})
-        measured.append((order, op, float_db, float_top1, quant_db, quant_top1))
+    every = set(sim.ops)
+    held = sum(t.numel() * t.element_size() for t in sim_outs) * len(layers)
+    if held <= FORKED_OUTPUTS_BUDGET and _forkable(sim):
+        sweep = ForkedRuns(sim.model, sim.configure, sim.states)
+        bar = ctx.progress(range(2 * len(layers) * len(batches)), "sensitivity", unit="run")
+
+        def done():
+            interrupt.check()
+            bar.update(1)
+
+        for base, sets in ((frozenset(), [{op} for op in layers]), (every, [every - {op} for op in layers])):
+            keys = [(frozenset(_with_pass_through(set(s), passes, inputs)), ()) for s in sets]
+            outs = sweep.outputs(batches, {"float_ops": _with_pass_through(set(base), passes, inputs)},
+                                 [{"float_ops": set(k[0])} for k in keys], keep=first_tensor, done=done)
+            measured_configs.update({k: _score(refs, o) for k, o in zip(keys, outs)})
+        bar.close()
+    else:  # outputs too large to hold one per layer (dense prediction): each configuration runs on its own
+        for op in ctx.progress(layers, "sensitivity"):
+            measure(float_ops={op}), measure(float_ops=every - {op})
+    measured = [(order, op, *measure(float_ops={op}), *measure(float_ops=every - {op}))
+                for order, op in enumerate(layers)]
     greedy = _greedy(measured, base_db, ctx.config.target_sqnr, measure)
     op_types = ctx.flow.op_types(ctx.quantized)
     for order, op, float_db, float_top1, quant_db, quant_top1 in measured:
@@ -127,6 +146,11 @@ def _greedy(measured, base_db: float, target: float, measure) -> dict[str, tuple
     if current - base_db < GREEDY_MIN_GAIN_DB:
         return {}
     return {op: (i, measure(float_ops=frozenset(chosen[: i + 1]))[0]) for i, op in enumerate(chosen)}
+
+
+def _forkable(sim) -> bool:
+    """Whether the simulator reports its switches per graph node, so runs can start where they differ."""
+    return hasattr(sim, "states") and isinstance(getattr(sim, "model", None), torch.fx.GraphModule)
 
 
 def _graph_inputs(ctx) -> dict[str, list[str]]:
