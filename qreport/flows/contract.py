@@ -91,5 +91,6 @@ class Flow(Protocol):
         one, a note), each lowered kernel's output and its counterpart going to ``pairing``; else None."""
 
     def simulator(self, prepared: nn.Module, quantized: nn.Module, calibration):
-        """A simulated int8 model (``ops``, ``weights``, ``observed_ops``, ``configure``, ``outputs``) in which any set
-        of ops can be kept float without re-quantizing."""
+        """A simulated int8 model (``ops``, ``weights``, ``observed_ops``, ``configure``, ``outputs``, and
+        ``outputs_each`` for many configurations at once) in which any set of ops can be kept float without
+        re-quantizing."""

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from qreport.flows.copies import sharing_weights
+from qreport.flows.sim_fork import ForkingSimulator
 from qreport.data import call
 from qreport.qtypes import INT8_DTYPES, INT_RANGE, WEIGHTED_LAYERS
 
@@ -77,7 +78,7 @@ def _weighted_leaf(module: nn.Module) -> nn.Module | None:
     return None
 
 
-class Simulator:
+class Simulator(ForkingSimulator):
     """Runs the calibrated model with fake quantization on any subset of its ops."""
 
     def __init__(self, prepared: nn.Module, quantized: nn.Module, calibration=()):

@@ -16,6 +16,7 @@ from torch import fx, nn
 
 from qreport.data import call
 from qreport.flows import pt2e_graph
+from qreport.flows.sim_fork import ForkingSimulator
 
 
 class _FakeQuant(nn.Module):
@@ -47,7 +48,7 @@ class _Edge:
     node: str  # the graph node that calls ``module``
 
 
-class Pt2eSimulator:
+class Pt2eSimulator(ForkingSimulator):
     """Runs the converted graph with fake quantization on any subset of its layers (``Simulator``'s interface)."""
 
     def __init__(self, prepared: fx.GraphModule, quantized: fx.GraphModule):

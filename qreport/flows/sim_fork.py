@@ -101,3 +101,13 @@ class ForkedRuns:
         for used in node.all_input_nodes:
             if self.last_use.get(used) == i:
                 env.pop(used, None)
+
+
+class ForkingSimulator:
+    """What a simulator (a graph ``model`` with ``configure`` and ``states``) gains: many configurations at once."""
+
+    def outputs_each(self, batches, base: dict, variants: list[dict], keep: Callable = lambda out: out,
+                     done: Callable[[], None] = lambda: None) -> list[list]:
+        """Each variant's outputs over ``batches`` (``configure`` settings), each run from the first node where it
+        differs from ``base``; see ``ForkedRuns.outputs``."""
+        return ForkedRuns(self.model, self.configure, self.states).outputs(batches, base, variants, keep, done)

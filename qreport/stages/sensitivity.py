@@ -14,7 +14,6 @@ import torch
 
 from qreport import interrupt
 from qreport.data import batch_len, call, take
-from qreport.flows.sim_fork import ForkedRuns
 from qreport.locations import SIM_ACTIVATIONS, SIM_ALL, SIM_REAL, SIM_WEIGHTS
 from qreport.schema import pass_through_nodes
 from qreport.scoring import first_tensor, score_outputs
@@ -83,8 +82,7 @@ def run(ctx) -> StageResult:
         "(--sensitivity-layers)"]
     every = set(sim.ops)
     held = sum(t.numel() * t.element_size() for t in sim_outs) * len(layers)
-    if held <= FORKED_OUTPUTS_BUDGET and _forkable(sim):
-        sweep = ForkedRuns(sim.model, sim.configure, sim.states)
+    if held <= FORKED_OUTPUTS_BUDGET and hasattr(sim, "outputs_each"):
         bar = ctx.progress(range(2 * len(layers) * len(batches)), "sensitivity", unit="run")
 
         def done():
@@ -93,7 +91,7 @@ def run(ctx) -> StageResult:
 
         for base, sets in ((frozenset(), [{op} for op in layers]), (every, [every - {op} for op in layers])):
             keys = [(frozenset(_with_pass_through(set(s), passes, inputs)), ()) for s in sets]
-            outs = sweep.outputs(batches, {"float_ops": _with_pass_through(set(base), passes, inputs)},
+            outs = sim.outputs_each(batches, {"float_ops": _with_pass_through(set(base), passes, inputs)},
                                  [{"float_ops": set(k[0])} for k in keys], keep=first_tensor, done=done)
             measured_configs.update({k: _score(refs, o) for k, o in zip(keys, outs)})
         bar.close()
@@ -146,11 +144,6 @@ def _greedy(measured, base_db: float, target: float, measure) -> dict[str, tuple
     if current - base_db < GREEDY_MIN_GAIN_DB:
         return {}
     return {op: (i, measure(float_ops=frozenset(chosen[: i + 1]))[0]) for i, op in enumerate(chosen)}
-
-
-def _forkable(sim) -> bool:
-    """Whether the simulator reports its switches per graph node, so runs can start where they differ."""
-    return hasattr(sim, "states") and isinstance(getattr(sim, "model", None), torch.fx.GraphModule)
 
 
 def _graph_inputs(ctx) -> dict[str, list[str]]:
