@@ -49,20 +49,7 @@ def run(ctx) -> StageResult:
         real = [first_tensor(call(ctx.quantized, x)) for x in batches]
 
     passes = _pass_through_ops(ctx)
-    inputs = _graph_inputs(ctx)
-
-    measured_configs: dict[tuple, tuple[float, float]] = {}
-
-    def measure(float_ops=frozenset(), **config) -> tuple[float, float]:
-        """Output SQNR and top-1 agreement of one simulated configuration; each is run once (the greedy search
-        revisits the sets it built)."""
-        ops = frozenset(_with_pass_through(set(float_ops), passes, inputs))
-        key = (ops, tuple(sorted(config.items())))
-        if key not in measured_configs:
-            sim.configure(float_ops=set(ops), **config)
-            measured_configs[key] = _score(refs, [first_tensor(o) for o in sim.outputs(batches)])
-        return measured_configs[key]
-
+    measure = _Measurements(sim, batches, refs, passes, _graph_inputs(ctx))
     sim.configure()
     sim_outs = [first_tensor(o) for o in sim.outputs(batches)]
     base_db, base_top1 = _score(refs, sim_outs)
@@ -84,16 +71,8 @@ def run(ctx) -> StageResult:
     held = sum(t.numel() * t.element_size() for t in sim_outs) * len(layers)
     if held <= FORKED_OUTPUTS_BUDGET and hasattr(sim, "outputs_each"):
         bar = ctx.progress(range(2 * len(layers) * len(batches)), "sensitivity", unit="run")
-
-        def done():
-            interrupt.check()
-            bar.update(1)
-
-        for base, sets in ((frozenset(), [{op} for op in layers]), (every, [every - {op} for op in layers])):
-            keys = [(frozenset(_with_pass_through(set(s), passes, inputs)), ()) for s in sets]
-            outs = sim.outputs_each(batches, {"float_ops": _with_pass_through(set(base), passes, inputs)},
-                                 [{"float_ops": set(k[0])} for k in keys], keep=first_tensor, done=done)
-            measured_configs.update({k: _score(refs, o) for k, o in zip(keys, outs)})
+        measure.each(frozenset(), [{op} for op in layers], bar)  # one layer float in the int8 model
+        measure.each(every, [every - {op} for op in layers], bar)  # one layer int8 in the float model
         bar.close()
     else:  # outputs too large to hold one per layer (dense prediction): each configuration runs on its own
         for op in ctx.progress(layers, "sensitivity"):
@@ -115,6 +94,38 @@ def run(ctx) -> StageResult:
             "sim_vs_real_db": math.nan,
         })
     return StageResult({"sensitivity": pd.DataFrame(rows)}, notes=notes)
+
+
+class _Measurements:
+    """Output SQNR and top-1 agreement of simulated configurations, each simulated once (the greedy search revisits
+    the sets it built)."""
+
+    def __init__(self, sim, batches, refs, passes: set[str], inputs: dict[str, list[str]]):
+        self.sim, self.batches, self.refs, self.passes, self.inputs = sim, batches, refs, passes, inputs
+        self.scores: dict[tuple, tuple[float, float]] = {}
+
+    def _float_ops(self, float_ops) -> frozenset:
+        return frozenset(_with_pass_through(set(float_ops), self.passes, self.inputs))
+
+    def __call__(self, float_ops=frozenset(), **config) -> tuple[float, float]:
+        """The scores of the model with ``float_ops`` (and the ops they leave float) kept float."""
+        key = (self._float_ops(float_ops), tuple(sorted(config.items())))
+        if key not in self.scores:
+            self.sim.configure(float_ops=set(key[0]), **config)
+            self.scores[key] = _score(self.refs, [first_tensor(o) for o in self.sim.outputs(self.batches)])
+        return self.scores[key]
+
+    def each(self, base, float_sets: list[set], bar) -> None:
+        """Score many float sets near ``base`` at once: each runs from the first node where it differs."""
+        keys = [(self._float_ops(s), ()) for s in float_sets]
+
+        def done():
+            interrupt.check()
+            bar.update(1)
+
+        outs = self.sim.outputs_each(self.batches, {"float_ops": set(self._float_ops(base))},
+                                     [{"float_ops": set(k[0])} for k in keys], keep=first_tensor, done=done)
+        self.scores.update({k: _score(self.refs, o) for k, o in zip(keys, outs)})
 
 
 def _greedy(measured, base_db: float, target: float, measure) -> dict[str, tuple[int, float]]:
