@@ -15,13 +15,21 @@ from typing import Callable
 
 import torch
 from torch import fx
-from torch.utils._pytree import tree_map
 
 from qreport.data import model_args
 
 
 def _copied(value):
-    return tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, value)
+    """``value`` with every tensor in it (nested in tuples, lists and dicts) cloned."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+        return type(value)(*(_copied(v) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_copied(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    return value
 
 
 class ForkedRuns:
