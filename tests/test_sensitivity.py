@@ -97,7 +97,8 @@ def test_each_simulated_configuration_runs_once(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("factory, extra", [("bad_channel_cnn", ()), ("shared_relu_net", ()),
-                                            ("dense_block_net", ()), ("bad_channel_cnn", ("--flow", "pt2e"))])
+                                            ("dense_block_net", ()), ("bad_channel_cnn", ("--flow", "pt2e")),
+                                            ("two_input_net", ("--data", "{pairs}"))])
 def test_the_per_layer_sweep_gives_the_numbers_of_one_full_run_per_configuration(tmp_path, monkeypatch, factory,
                                                                                  extra):
     """Layers are simulated from the first node their configuration changes, the rest taken from one run of the
@@ -105,6 +106,10 @@ def test_the_per_layer_sweep_gives_the_numbers_of_one_full_run_per_configuration
     import qreport.stages.sensitivity as stage
 
     shared, whole = tmp_path / "shared", tmp_path / "whole"
+    pairs = tmp_path / "pairs.pt"  # an image and a vector: the second input's node comes after the first's steps
+    g = torch.Generator().manual_seed(0)
+    torch.save({"inputs": (torch.randn(16, 3, 8, 8, generator=g), torch.randn(16, 4, generator=g))}, pairs)
+    extra = tuple(e.format(pairs=pairs) for e in extra)
     assert main(tiny_args(shared, factory, *extra)) == 0
     monkeypatch.setattr(stage, "FORKED_OUTPUTS_BUDGET", 0)
     assert main(tiny_args(whole, factory, *extra)) == 0

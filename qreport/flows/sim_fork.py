@@ -78,7 +78,7 @@ class ForkedRuns:
             for i, node in enumerate(self.nodes):
                 for v in forks.get(i, ()):
                     self.configure(**variants[v])
-                    results[v].append(keep(self._run_from(i, env)))
+                    results[v].append(keep(self._run_from(i, env, batch)))
                     self.configure(**base)
                     done()
                 self._run_node(node, env, batch)
@@ -88,7 +88,7 @@ class ForkedRuns:
                 done()
         return results
 
-    def _run_node(self, node: fx.Node, env: dict, batch=None) -> None:
+    def _run_node(self, node: fx.Node, env: dict, batch) -> None:
         """Compute ``node`` from the values in ``env`` (placeholders from ``batch``) and store it there."""
         if node.op == "placeholder":
             inputs, index = model_args(batch), self.input_index[node]
@@ -97,11 +97,12 @@ class ForkedRuns:
         self._interpreter.env = env
         env[node] = self._interpreter.run_node(node)
 
-    def _run_from(self, start: int, env: dict):
-        """The output of a run that takes the values alive before node ``start`` from ``env``."""
+    def _run_from(self, start: int, env: dict, batch):
+        """The output of a run that takes the values alive before node ``start`` from ``env`` (an input that comes
+        later in the graph, from ``batch``)."""
         mine = {node: value if node.op == "get_attr" else _copied(value) for node, value in env.items()}
         for i in range(start, len(self.nodes)):
-            self._run_node(self.nodes[i], mine)
+            self._run_node(self.nodes[i], mine, batch)
             self._drop_dead(mine, self.nodes[i], i)
         return mine[self.nodes[-1]]
 
