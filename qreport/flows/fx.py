@@ -278,11 +278,11 @@ class FxStaticFlow:
         (histogram) the chosen one instead; fixed-range and input-reusing observers stay."""
         from torch.ao.quantization import QConfig, get_default_qconfig
 
-        default = get_default_qconfig(self.backend).activation
+        default = type(get_default_qconfig(self.backend).activation())
         chosen = self._activation_observer(self.activation_observer)
 
         def swapped(qconfig):
-            if qconfig is None or type(qconfig.activation()) is not type(default()):
+            if qconfig is None or type(qconfig.activation()) is not default:
                 return qconfig
             return QConfig(activation=chosen, weight=qconfig.weight)
 
