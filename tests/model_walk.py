@@ -176,8 +176,9 @@ def forget(flow: str) -> None:
     _write(support)
 
 
-def record(rows: list[dict], flow: str = "fx") -> None:
-    """Merge ``rows`` of ``flow`` into qreport/model_support.json (replacing rows of the same models)."""
+def record(rows: list[dict], flow: str = "fx", full: bool = True) -> None:
+    """Merge ``rows`` of ``flow`` into qreport/model_support.json (replacing rows of the same models). A full walk
+    dates the column today; re-recording named models keeps its date (the README names what was re-measured)."""
     from importlib.metadata import version
 
     import torch
@@ -190,7 +191,8 @@ def record(rows: list[dict], flow: str = "fx") -> None:
     recorded.update({r["name"]: r for r in rows})
     merged = [recorded[n] for n in torchvision_classifiers() if n in recorded]
     versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
-    measured = datetime.date.today().isoformat()
+    previous = (support if flow == "fx" else support.get("pt2e", {})).get("measured")
+    measured = datetime.date.today().isoformat() if full or previous is None else previous
     if flow == "fx":
         fx = {**versions, "measured": measured, "build_args": BUILD_ARGS, "models": merged}
         support = {**fx, **({"pt2e": support["pt2e"]} if "pt2e" in support else {})}
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{i}/{len(names)}] {name:<20} {flow:<4} {r['status']:<8} {r['input']:<10} {r['seconds']:>5} s "
                       f"{r['peak_rss_gib']:>5} GiB  {r['detail'][:120]}", flush=True)
                 if args.record:
-                    record([r], flow)
+                    record([r], flow, full=not args.names)
     if args.record:
         write_readme_table(load_support())
     return 0 if all(r["status"] != "fail" for r in rows) else 1

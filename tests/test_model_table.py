@@ -50,3 +50,23 @@ def test_the_readme_table_is_the_recorded_walk():
     text = README.read_text()
     table = text.split(TABLE_BEGIN, 1)[1].split(TABLE_END, 1)[0].strip()
     assert table == markdown_table(_support())
+
+
+def test_re_recording_named_models_keeps_the_columns_date(tmp_path, monkeypatch):
+    """Rows of a few models measured again replace theirs; the column's date stays the one of its full walk."""
+    import datetime
+    import json
+
+    import model_walk
+
+    support = tmp_path / "model_support.json"
+    support.write_text(json.dumps(_support()))
+    monkeypatch.setattr(model_walk, "SUPPORT", support)
+    before = json.loads(support.read_text())
+    row = {**before["models"][0], "seconds": 1, "peak_rss_gib": 0.1}
+    model_walk.record([row], "fx", full=False)
+    after = json.loads(support.read_text())
+    assert after["measured"] == before["measured"] and after["models"][0] == row
+    assert after["pt2e"] == before["pt2e"] and after["models"][1:] == before["models"][1:]
+    model_walk.record([row], "fx")
+    assert json.loads(support.read_text())["measured"] == datetime.date.today().isoformat()  # a full walk: today
