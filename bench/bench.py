@@ -5,8 +5,9 @@ For each model and number of evaluation images it runs, each in a fresh seeded p
             the manifest records after each stage;
   passes    plain forwards over the same images: float and int8 over the evaluation images, a second float pass,
             and one float pass over the calibration images;
-  tutorial  the FX Numeric Suite tutorial's way: ``OutputLogger`` keeping every tensor, then
-            ``extend_logger_results_with_comparison`` (skipped where it would not fit in memory).
+  tutorial  the FX Numeric Suite tutorial's way: torch's ``add_loggers``/``add_shadow_loggers`` as the tutorial
+            calls them, ``OutputLogger`` keeping every tensor, then ``extend_logger_results_with_comparison``
+            (skipped where it would not fit in memory).
 With resnet152 in --models it also builds the issue's reference setting (64 calibration, 16 evaluation images).
 It ends with the sensitivity stage against re-quantizing per layer, calibration with the histogram and the MinMax
 activation observer (time, and the int8 model's output against the float one), the default ``qreport build --model
@@ -60,8 +61,8 @@ legend (seconds are wall time on this machine; every figure is the median of --r
   floor      one float + one int8 forward over the same evaluation images
   two-view   the two-view bound: two float forwards + one int8 forward over the same evaluation images
              (the propagated view needs a float and an int8 pass, the isolated view at least one more float pass)
-  tutorial   the FX Numeric Suite tutorial's way (OutputLogger keeping every tensor +
-             extend_logger_results_with_comparison), both views; 'skipped (memory)' where it would need more than
+  tutorial   the FX Numeric Suite tutorial's way (torch's add_loggers/add_shadow_loggers as the tutorial calls
+             them, OutputLogger keeping every tensor + extend_logger_results_with_comparison), both views; 'skipped (memory)' where it would need more than
              {TUTORIAL_BUDGET_MB} MB; tut. MiB is its peak RSS
   build      the whole qreport build() call with default stages and the report rendered (load with BatchNorm
              re-estimation for random weights, calibrate, convert, every stage, tables, manifest, report);
@@ -191,8 +192,9 @@ def child_tutorial(model_name: str, images: int, calib_images: int) -> dict:
 
     float_model, prepared, flow, data = _setup(model_name, images, calib_images)
     batches = list(data.evaluation)
-    t = time.perf_counter()
-    a, b = flow.ns_logged_models(float_model, prepared, ns.OutputLogger)
+    quantized = flow.convert(prepared)
+    t = time.perf_counter()  # the Numeric Suite as the tutorial calls it (qreport's patches make matching faster)
+    a, b = ns.add_loggers("fp32", float_model, "int8", quantized, ns.OutputLogger)
     with torch.no_grad():
         for x in batches:
             a(x)
@@ -202,7 +204,7 @@ def child_tutorial(model_name: str, images: int, calib_images: int) -> dict:
     activations = time.perf_counter() - t
     del a, b, results
     t = time.perf_counter()
-    shadow, _ = flow.ns_shadow_model(float_model, prepared, ns.OutputLogger)
+    shadow = ns.add_shadow_loggers("fp32", float_model, "int8", quantized, ns.OutputLogger)
     with torch.no_grad():
         for x in batches:
             shadow(x)

@@ -1,5 +1,6 @@
 """Facts about torch 2.14 that qreport builds on. If a torch upgrade changes one, these fail first."""
 
+import contextlib
 import copy
 import json
 import warnings
@@ -320,3 +321,35 @@ def test_the_x86_quantizer_rejects_one_relu_module_called_twice():
     quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
     with pytest.raises(ValueError, match="more than one output node"):
         _pt2e_prepared(toy_models.shared_relu_net(), torch.randn(2, 3, 32, 32), quantizer)
+
+
+def test_the_subgraph_matcher_rebuilds_its_fusion_patterns_per_node_and_qreport_builds_them_once():
+    from torch.ao.ns.fx import graph_matcher
+
+    from qreport.flows.ns_patches import fusion_patterns_once
+
+    model = toy_models.shared_relu_net().eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized = convert_fx(_prepared(model, x))
+
+    def logged_layers(patched: bool) -> tuple[list[str], int]:
+        real = graph_matcher.get_reversed_fusions
+        with mock.patch.object(graph_matcher, "get_reversed_fusions", side_effect=real) as counted:
+            with warnings.catch_warnings(), (fusion_patterns_once() if patched else contextlib.nullcontext()):
+                warnings.simplefilter("ignore")
+                a, b = ns.add_loggers("fp32", copy.deepcopy(model), "int8", copy.deepcopy(quantized), ns.OutputLogger)
+                a(x), b(x)
+            info = ns.extract_logger_info(a, b, ns.OutputLogger, "int8")
+            return sorted(info), counted.call_count
+
+    stock, stock_calls = logged_layers(patched=False)
+    ours, our_calls = logged_layers(patched=True)
+    assert stock_calls > 10  # torch: one rebuild per node the matcher visits, in each of the two graphs
+    assert our_calls == 1
+    assert ours == stock and len(stock) > 3
+    real = graph_matcher.get_reversed_fusions
+    with fusion_patterns_once():
+        assert graph_matcher.get_reversed_fusions is not real
+    assert graph_matcher.get_reversed_fusions is real

@@ -64,12 +64,15 @@ class Flow(Protocol):
     def compare_after(self, quantized: nn.Module) -> dict:
         """Node name -> (activation name, activation) applied to both sides before comparing."""
 
-    def logged_models(self, float_model: nn.Module, prepared: nn.Module, pairing) -> tuple[nn.Module, nn.Module]:
-        """Float and int8 models that hand each layer output to ``pairing.offer(tap, value)``."""
+    def logged_models(self, float_model: nn.Module, prepared: nn.Module, quantized: nn.Module,
+                      pairing) -> tuple[nn.Module, nn.Module]:
+        """Float and int8 models that hand each layer output to ``pairing.offer(tap, value)``; ``quantized`` (the
+        build's int8 model) and ``float_model`` stay as they are."""
 
-    def shadow_model(self, float_model: nn.Module, prepared: nn.Module, pairing) -> tuple[nn.Module, list[dict]]:
+    def shadow_model(self, float_model: nn.Module, prepared: nn.Module, quantized: nn.Module,
+                     pairing) -> tuple[nn.Module, list[dict]]:
         """The int8 model with each quantized op's float counterpart fed the same input, both outputs to
-        ``pairing``; and the ops it could not shadow (``op_type``, ``reason``)."""
+        ``pairing``; and the ops it could not shadow (``op_type``, ``reason``). ``quantized`` stays as it is."""
 
     def graph_nodes(self, quantized: nn.Module) -> list[dict]:
         """The int8 graph's ops: ``node``, ``target``, ``runs`` (int8 | int8 pass-through | float), ``inputs``."""

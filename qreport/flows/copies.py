@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from torch import nn
+from torch import fx, nn
 
 
 def sharing_weights(model: nn.Module) -> nn.Module:
@@ -12,3 +12,11 @@ def sharing_weights(model: nn.Module) -> nn.Module:
     observers are new, the weights are not duplicated. The copy may replace a parameter by assignment, never change
     one in place."""
     return copy.deepcopy(model, {id(p): p for p in model.parameters()})
+
+
+def sharing_modules(gm: fx.GraphModule) -> fx.GraphModule:
+    """A GraphModule running a copy of ``gm``'s graph on ``gm``'s own submodules and tensors: nodes and attributes
+    added to it (loggers, taps, shadows) do not reach ``gm``, and nothing but the graph is copied."""
+    view = fx.GraphModule(gm, copy.deepcopy(gm.graph))
+    view.meta = dict(gm.meta)
+    return view

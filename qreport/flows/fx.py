@@ -14,13 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qreport.flows.copies import sharing_weights
+from qreport.flows.copies import sharing_modules, sharing_weights
 from qreport.flows.model_caches import release_cached_models
 from qreport.config import QCONFIG_PRESETS, ModuleOverride
 from qreport.data import call, model_args
 from qreport.errors import InputError
 from qreport.flows.fx_checks import check_finite_parameters, check_traceable, resolve_non_traceable
 from qreport.flows.fx_regions import float_bridges, fused_followers
+from qreport.flows.ns_patches import fusion_patterns_once, int8_modules_take_int8
 from qreport.flows.observers import copy_observer_states
 from qreport.overrides import kept_float_by, unknown_module_error
 from qreport.streaming import FLOAT_NAME, QUANT_NAME
@@ -115,34 +116,6 @@ def _out_of_place(model: nn.Module) -> nn.Module:
         if getattr(module, "inplace", False) is True:
             module.inplace = False
     return model
-
-
-@contextlib.contextmanager
-def _int8_modules_take_int8():
-    """Make the Numeric Suite see int8 inputs on int8 modules that subclass their float twin.
-
-    It tests ``isinstance`` against its float-input module set first, so ``quantized.LayerNorm``, ``Hardswish``,
-    ``ELU``, ``LeakyReLU``, ``InstanceNorm*`` and ``Softmax`` count as float-input: their float shadow gets the
-    int8 tensor unconverted and either fails (``layer_norm``) or silently runs the int8 kernel. An exact type
-    match on the int8 set comes first here.
-    """
-    from torch.ao.ns.fx import graph_passes, utils
-
-    original = utils.get_node_first_input_and_output_type
-
-    def first_input_and_output_type(node, gm, logger_cls, node_type_to_io_type_map):
-        if node.op == "call_module":
-            module = utils.getattr_from_fqn(gm, node.target)
-            if type(module) in node_type_to_io_type_map["mods_io_type_int8"]:
-                return utils.NodeInputOrOutputType.INT8, utils.NodeInputOrOutputType.INT8
-        return original(node, gm, logger_cls, node_type_to_io_type_map)
-
-    utils.get_node_first_input_and_output_type = graph_passes.get_node_first_input_and_output_type = \
-        first_input_and_output_type
-    try:
-        yield
-    finally:
-        utils.get_node_first_input_and_output_type = graph_passes.get_node_first_input_and_output_type = original
 
 
 _FLOAT_TWINS: dict[type, type] = {}
@@ -443,30 +416,26 @@ class FxStaticFlow:
                 fqns[node.name] = str(node.target)
         return fqns
 
-    def logged_models(self, float_model: nn.Module, prepared: nn.Module, pairing) -> tuple[nn.Module, nn.Module]:
-        """Float and int8 models whose matched layer outputs go to ``pairing`` (a ``streaming.LayerPairing``)."""
-        return self.ns_logged_models(float_model, prepared, make_streaming_logger(pairing))
-
-    def shadow_model(self, float_model: nn.Module, prepared: nn.Module, pairing) -> tuple[nn.Module, list[dict]]:
-        """The int8 model with float shadows fed its inputs, both outputs to ``pairing``, and what was skipped."""
-        return self.ns_shadow_model(float_model, prepared, make_streaming_logger(pairing))
-
-    def ns_logged_models(self, float_model: nn.Module, prepared: nn.Module, logger_cls) -> tuple[nn.Module, nn.Module]:
-        """Float and int8 models with loggers on every matched layer output (``add_loggers``)."""
+    def logged_models(self, float_model: nn.Module, prepared: nn.Module, quantized: nn.Module,
+                      pairing) -> tuple[nn.Module, nn.Module]:
+        """Float and int8 models whose matched layer outputs go to ``pairing`` (a ``streaming.LayerPairing``):
+        ``add_loggers``, on a copy of ``quantized``'s graph."""
         import torch.ao.ns._numeric_suite_fx as ns
 
-        quantized = self.convert(prepared)
         with quiet_torch(self.verbose, self.notes), self._ns_patches(float_model):
-            return ns.add_loggers(FLOAT_NAME, _out_of_place(float_model), QUANT_NAME, quantized, logger_cls)
+            return ns.add_loggers(FLOAT_NAME, _out_of_place(float_model), QUANT_NAME, sharing_modules(quantized),
+                                  make_streaming_logger(pairing))
 
-    def ns_shadow_model(self, float_model: nn.Module, prepared: nn.Module, logger_cls) -> tuple[nn.Module, list[dict]]:
-        """The int8 model with float shadows fed the same inputs (``add_shadow_loggers``) and what was skipped."""
+    def shadow_model(self, float_model: nn.Module, prepared: nn.Module, quantized: nn.Module,
+                     pairing) -> tuple[nn.Module, list[dict]]:
+        """The int8 model with float shadows fed its inputs (``add_shadow_loggers`` on a copy of ``quantized``'s
+        graph), both outputs to ``pairing``, and what was skipped."""
         import torch.ao.ns._numeric_suite_fx as ns
 
-        quantized = self.convert(prepared)
         lines: list[str] = []
         with quiet_torch(self.verbose, lines), self._ns_patches(float_model):
-            model = ns.add_shadow_loggers(FLOAT_NAME, _out_of_place(float_model), QUANT_NAME, quantized, logger_cls)
+            model = ns.add_shadow_loggers(FLOAT_NAME, _out_of_place(float_model), QUANT_NAME,
+                                          sharing_modules(quantized), make_streaming_logger(pairing))
         self.notes.extend(lines)
         skipped = []
         for line in lines:
@@ -477,9 +446,10 @@ class FxStaticFlow:
 
     @contextlib.contextmanager
     def _ns_patches(self, float_model: nn.Module):
-        """The Numeric Suite with our corrections: the non-traceable modules, int8 input types, and the float side's
-        kept-float modules typed as in the int8 model."""
-        with self._ns_tracer(), _int8_modules_take_int8(), _float_twins_in([float_model], self.overrides):
+        """The Numeric Suite with our corrections: the non-traceable modules, int8 input types, the float side's
+        kept-float modules typed as in the int8 model; and its fusion patterns built once."""
+        with self._ns_tracer(), int8_modules_take_int8(), fusion_patterns_once(), \
+                _float_twins_in([float_model], self.overrides):
             yield
 
     @contextlib.contextmanager

@@ -22,6 +22,7 @@ from qreport.config import ModuleOverride
 from qreport.data import call, model_args
 from qreport.errors import InputError, first_line
 from qreport.flows import pt2e_graph, pt2e_taps
+from qreport.flows.copies import sharing_modules
 from qreport.flows.fx import quiet_torch
 from qreport.flows.observers import copy_observer_states
 from qreport.overrides import covers, kept_float_by, unknown_module_error
@@ -327,9 +328,11 @@ class Pt2eStaticFlow:
         """Nothing: each layer is tapped after its fused activations already."""
         return {}
 
-    def logged_models(self, float_model: nn.Module, prepared: nn.Module, pairing) -> tuple[nn.Module, nn.Module]:
-        """The float graph (observers removed, BatchNorm folded) and the int8 graph, each layer output tapped."""
-        quantized = self.convert(prepared)
+    def logged_models(self, float_model: nn.Module, prepared: nn.Module, quantized: nn.Module,
+                      pairing) -> tuple[nn.Module, nn.Module]:
+        """The float graph (observers removed, BatchNorm folded) and a copy of the int8 graph, each layer output
+        tapped."""
+        quantized = sharing_modules(quantized)
         ops = pt2e_graph.quantized_ops(quantized)
         fqns = self.node_fqns(prepared, quantized)
         reference = pt2e_taps.float_graph(prepared)
@@ -337,9 +340,11 @@ class Pt2eStaticFlow:
         pt2e_taps.tap_layers(quantized, ops, pairing, QUANT_NAME, fqns)
         return reference, quantized
 
-    def shadow_model(self, float_model: nn.Module, prepared: nn.Module, pairing) -> tuple[nn.Module, list[dict]]:
-        """The int8 graph with each quantized layer's float counterpart fed the same dequantized inputs."""
-        quantized = self.convert(prepared)
+    def shadow_model(self, float_model: nn.Module, prepared: nn.Module, quantized: nn.Module,
+                     pairing) -> tuple[nn.Module, list[dict]]:
+        """A copy of the int8 graph (sharing its modules) with each quantized layer's float counterpart fed the same
+        dequantized inputs."""
+        quantized = sharing_modules(quantized)
         ops = pt2e_graph.quantized_ops(quantized)
         pt2e_taps.add_shadows(quantized, prepared, ops, pairing, self.node_fqns(prepared, quantized))
         return quantized, []

@@ -200,8 +200,10 @@ class TorchaoLinearFlow:
             modules[name].register_forward_hook(hand_on)
         return model
 
-    def logged_models(self, float_model: nn.Module, prepared: nn.Module, pairing) -> tuple[nn.Module, nn.Module]:
-        """Copies of the float and int8 models whose quantized Linear layers hand their outputs to ``pairing``."""
+    def logged_models(self, float_model: nn.Module, prepared: nn.Module, quantized: nn.Module,
+                      pairing) -> tuple[nn.Module, nn.Module]:
+        """Copies of the float and int8 models whose quantized Linear layers hand their outputs to ``pairing`` (a
+        fresh int8 model: the hooks would stay on ``quantized``)."""
         quantized = self.convert(prepared)
         names = [n for n, _ in quantized_linears(quantized)]
         taps = {side: {n: Tap(pairing, side, n, n, "quantized.Linear", n) for n in names}
@@ -209,8 +211,10 @@ class TorchaoLinearFlow:
         return (self._hook(copy.deepcopy(float_model), names, taps[FLOAT_NAME]),
                 self._hook(quantized, names, taps[QUANT_NAME]))
 
-    def shadow_model(self, float_model: nn.Module, prepared: nn.Module, pairing) -> tuple[nn.Module, list[dict]]:
-        """The int8 model; each quantized Linear's output beside ``F.linear`` with the float weight on its input."""
+    def shadow_model(self, float_model: nn.Module, prepared: nn.Module, quantized: nn.Module,
+                     pairing) -> tuple[nn.Module, list[dict]]:
+        """A fresh int8 model; each quantized Linear's output beside ``F.linear`` with the float weight on its
+        input."""
         quantized = self.convert(prepared)
         floats = dict(prepared.named_modules())
         for name, module in quantized_linears(quantized):

@@ -53,7 +53,7 @@ def uncompared(ctx, pairing: LayerPairing) -> list[dict]:
 def run(ctx) -> StageResult:
     """Stream every evaluation batch through both logged models; keep only running statistics."""
     pairing = new_pairing(ctx)
-    float_logged, quant_logged = ctx.flow.logged_models(ctx.reference, ctx.prepared, pairing)
+    float_logged, quant_logged = ctx.flow.logged_models(ctx.reference, ctx.prepared, ctx.quantized, pairing)
     with torch.no_grad():
         for x in ctx.batches(ctx.data.evaluation, "activations"):
             call(quant_logged, x)  # int8 first: its (1-byte) tensors wait, each float one is folded as it arrives

@@ -13,7 +13,7 @@ from qreport.stages.tables import stage_frame
 def run(ctx) -> StageResult:
     """Each float shadow is fed the int8 model's own input, so a row shows the error that op adds."""
     pairing = new_pairing(ctx, clone_float=False)  # float shadows feed only their loggers
-    model, skipped = ctx.flow.shadow_model(ctx.reference, ctx.prepared, pairing)
+    model, skipped = ctx.flow.shadow_model(ctx.reference, ctx.prepared, ctx.quantized, pairing)
     with torch.no_grad():
         for x in ctx.batches(ctx.data.evaluation, "shadow"):
             call(model, x)
