@@ -270,8 +270,9 @@ def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False
         loaded, data, example, notes, load_seconds = _load(cfg, progress, verbose, max_accuracy_drop)
         flow = make_flow(cfg, verbose)
         ctx = BuildContext(config=cfg, flow=flow, loaded=loaded, data=data, quiet=quiet, notes=notes, metric=metric)
-        timings = {"load": load_seconds, **_quantize(ctx, example, progress, verbose)}
-        stages = _run_stages(ctx, writer, progress, verbose)
+        with flow.running():
+            timings = {"load": load_seconds, **_quantize(ctx, example, progress, verbose)}
+            stages = _run_stages(ctx, writer, progress, verbose)
         manifest = _manifest(ctx, example, stages, timings)
         manifest["command"] = command
         gates = []

@@ -175,3 +175,24 @@ def test_the_lowered_kernels_are_measured_where_the_lowered_graph_does_not_run_a
     lowered = _table(tmp_path / "run", "lowered")
     assert list(lowered.op_type) == kernels
     assert (lowered.sqnr_db > 30).all()
+
+
+def test_the_lean_weight_folding_and_dequantize_change_no_number(tmp_path, monkeypatch):
+    """The PT2E convert quantizes large weights in slices of channels and skips the dequantizes its folder discards;
+    the int8 model's weight dequantize runs leaner while the build runs. Every table equals a build with torch's
+    own code paths (here every weight is sliced)."""
+    import contextlib
+
+    from qreport.flows import pt2e
+
+    checkpoint, data = write_digits_cnn(tmp_path)
+    monkeypatch.setattr(pt2e, "FOLD_SLICE_BYTES", 256)
+    assert _build(tmp_path / "lean", checkpoint, data, "--flow", "pt2e") == 0
+    monkeypatch.setattr(pt2e, "_lean_folding", contextlib.nullcontext)
+    monkeypatch.setattr(pt2e.Pt2eStaticFlow, "running", lambda self: contextlib.nullcontext())
+    assert _build(tmp_path / "stock", checkpoint, data, "--flow", "pt2e") == 0
+    tables = sorted(p.name for p in (tmp_path / "lean").glob("*.parquet"))
+    assert {"weights.parquet", "activations.parquet", "shadow.parquet", "model.parquet", "sensitivity.parquet"} <= set(tables)
+    for name in tables:
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "lean" / name), pd.read_parquet(tmp_path / "stock" / name),
+                                      obj=name)

@@ -285,6 +285,77 @@ def test_convert_pt2e_searches_qat_patterns_for_a_batchnorm_left_after_ptq_and_s
     torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
 
 
+def test_the_decomposed_weight_dequantize_makes_an_int64_copy_and_qreport_kernel_does_not():
+    """torch 2.14: ``quantized_decomposed.dequantize_per_channel`` subtracts int64 zero points from the int8 weight
+    (an 8-byte copy of it) before scaling, on every forward of a PT2E q/dq model: 1.6 GB for vgg11's classifier
+    weight. qreport's kernel, installed while a PT2E build runs, gives the same values with one float copy."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from qreport.flows.pt2e_kernels import lean_weight_dequantize
+
+    class Outputs(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.dtypes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.numel() == weight.numel():
+                self.dtypes.append(out.dtype)
+            return out
+
+    from qreport.flows import pt2e_kernels
+    from torch.ao.quantization.fx import _decomposed
+
+    weight = torch.randint(-127, 128, (16, 8, 3, 3), dtype=torch.int8)
+    args = (weight, torch.rand(16) / 50, torch.zeros(16, dtype=torch.int64), 0, -127, 127, torch.int8)
+    with Outputs() as theirs:  # the op's CPU kernel is this decomposition
+        expected = _decomposed.dequantize_per_channel(*args)
+    assert torch.int64 in theirs.dtypes
+    with Outputs() as ours:
+        assert torch.equal(pt2e_kernels._dequantize_per_channel(*args), expected)
+    assert set(ours.dtypes) == {torch.float32}
+
+    dequantize = torch.ops.quantized_decomposed.dequantize_per_channel.default
+    with mock.patch.object(pt2e_kernels, "_dequantize_per_channel", wraps=pt2e_kernels._dequantize_per_channel) as kernel:
+        with lean_weight_dequantize():
+            got = dequantize(*args)
+        assert kernel.call_count == 1
+        assert torch.equal(got, expected) and got.stride() == expected.stride()
+        assert torch.equal(dequantize(*args), expected) and kernel.call_count == 1  # uninstalled after the block
+
+
+def test_convert_pt2e_evaluates_the_weight_dequantizes_it_discards_and_qreport_does_not():
+    """torchao 0.18: ``convert_pt2e``'s constant folder computes each weight's dequantize (a float copy) and then
+    drops it, since dequantize ops stay in the graph; qreport's convert skips them: the same graph and outputs."""
+    import torchao.quantization.pt2e.constant_fold as constant_fold
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from qreport.flows.pt2e import Pt2eStaticFlow
+
+    x = torch.randn(2, 3, 16, 16)
+    prepared = _pt2e_prepared(toy_models.tiny_cnn(), x, _xnnpack(is_per_channel=True))
+
+    def computed_while_folding(convert):
+        computed = []
+        original = constant_fold.ConstantFolder.call_function
+
+        def recorded(self, target, args, kwargs):
+            computed.append(str(target))
+            return original(self, target, args, kwargs)
+
+        with mock.patch.object(constant_fold.ConstantFolder, "call_function", recorded):
+            return convert(), computed
+
+    theirs, computed = computed_while_folding(lambda: convert_pt2e(copy.deepcopy(prepared)))
+    assert any("dequantize_per_channel" in target for target in computed)
+    ours, computed = computed_while_folding(lambda: Pt2eStaticFlow("xnnpack").convert(prepared))
+    assert any("quantize_per_channel" in target for target in computed)
+    assert not any("dequantize" in target for target in computed)
+    assert ours.code == theirs.code
+    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("factory, error", [("flatten_cnn", "view size is not compatible"),
                                             ("permuted_sum_net", "accum tensor must be contiguous")])
 def test_the_x86_lowered_graph_does_not_run_as_it_is(factory, error):

@@ -7,7 +7,7 @@ names it in ``unsupported_stages`` with the reason; the stage is then recorded a
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from typing import ContextManager, Iterable, Protocol
 
 import torch
 from torch import nn
@@ -33,6 +33,10 @@ class Flow(Protocol):
 
     def convert(self, prepared: nn.Module) -> nn.Module:
         """A fresh int8 model from a calibrated prepared model."""
+
+    def running(self) -> ContextManager:
+        """What this flow's models need installed while they run (the pipeline enters it around quantizing and the
+        stages)."""
 
     def with_overrides(self, overrides: Iterable[ModuleOverride]) -> "Flow":
         """The same flow with other per-module overrides (the fix re-quantizes with them)."""

@@ -346,6 +346,10 @@ class FxStaticFlow:
     unsupported_stages: dict[str, str] = {}
     presets: tuple[str, ...] = tuple(QCONFIG_PRESETS)  # every preset builds under FX
 
+    def running(self) -> contextlib.AbstractContextManager:
+        """Nothing to install: the int8 models run torch's quantized kernels as they are."""
+        return contextlib.nullcontext()
+
     def with_overrides(self, overrides: Iterable[ModuleOverride]) -> "FxStaticFlow":
         """The same flow with other per-module overrides (the fix stage re-quantizes with them)."""
         flow = copy.copy(self)

@@ -10,6 +10,7 @@ float, dynamic quantizes each batch's activations with that batch's range.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Iterable
 
@@ -141,6 +142,10 @@ class TorchaoLinearFlow:
                 notes.append(f"{name} stays float: {module.in_features} input features are not whole groups of "
                              f"{INT4_GROUP} for int4")
         return notes
+
+    def running(self) -> contextlib.AbstractContextManager:
+        """Nothing to install: torchao's quantized Linear layers run as they are."""
+        return contextlib.nullcontext()
 
     def with_overrides(self, overrides: Iterable[ModuleOverride]) -> "TorchaoLinearFlow":
         """The same flow with other per-module overrides."""
