@@ -1,5 +1,6 @@
-"""The propagated and isolated views tap copies of the build's int8 graph instead of converting again; the int8
-model itself is left as it was, and the numbers are those a freshly converted model gives."""
+"""The propagated and isolated views (and the PT2E lowering's comparison) tap copies of the build's int8 graph that
+share its tensors instead of converting again or deep-copying it; the int8 model itself is left as it was, and the
+numbers are those a freshly converted model gives."""
 
 from __future__ import annotations
 
@@ -13,9 +14,15 @@ from trained_models import digits_split, trained_digits_cnn
 
 
 def _views(flow, model, prepared, quantized, x) -> dict[str, list[dict]]:
-    """Both views' per-layer rows after one batch."""
+    """Both views' per-layer rows after one batch (and, under PT2E on x86, the lowered kernels' against the graph)."""
     rows = {}
     with torch.no_grad():
+        if isinstance(flow, Pt2eStaticFlow):
+            pairing = LayerPairing(FLOAT_NAME, QUANT_NAME)
+            reference, lowered, note = flow.lowered_models(quantized, x, pairing)
+            reference(x), lowered(x)
+            rows["lowered"] = [pairing.stats[k].row() for k in pairing.order]
+            assert not note and len(rows["lowered"]) >= 3
         pairing = LayerPairing(FLOAT_NAME, QUANT_NAME)
         for logged in flow.logged_models(model, prepared, quantized, pairing):
             logged(x)

@@ -14,6 +14,12 @@ def sharing_weights(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, {id(p): p for p in model.parameters()})
 
 
+def sharing_tensors(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose parameters and buffers are the original's: for passes that replace tensors
+    (lowering, packing) but never write into one."""
+    return copy.deepcopy(model, {id(t): t for t in [*model.parameters(), *model.buffers()]})
+
+
 def sharing_modules(gm: fx.GraphModule) -> fx.GraphModule:
     """A GraphModule running a copy of ``gm``'s graph on ``gm``'s own submodules and tensors: nodes and attributes
     added to it (loggers, taps, shadows) do not reach ``gm``, and nothing but the graph is copied."""

@@ -9,11 +9,10 @@ has accumulated up to that layer: where it jumps is where a kernel computes some
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import fx
 
+from qreport.flows.copies import sharing_modules, sharing_tensors
 from qreport.flows.pt2e_graph import QuantizedOp, chain_end, quantized_ops, target_name
 from qreport.streaming import FLOAT_NAME, QUANT_NAME, Tap
 
@@ -23,7 +22,7 @@ def lower_x86(quantized: fx.GraphModule, example: tuple) -> fx.GraphModule:
     from torchao.quantization.pt2e.lowering import lower_pt2e_quantized_to_x86
 
     with torch.no_grad():
-        lowered = lower_pt2e_quantized_to_x86(copy.deepcopy(quantized), example)
+        lowered = lower_pt2e_quantized_to_x86(sharing_tensors(quantized), example)
     return _runnable_eagerly(lowered)
 
 
@@ -85,7 +84,7 @@ def tap_both(quantized: fx.GraphModule, lowered: fx.GraphModule, pairing,
              module_paths: dict[str, str]) -> tuple[fx.GraphModule, fx.GraphModule, str]:
     """Copies of both graphs with each lowered kernel's output and its quantize/dequantize counterpart going to
     ``pairing`` (reference side: the quantize/dequantize graph); and a note when they cannot be matched."""
-    reference, kernels_gm = copy.deepcopy(quantized), lowered
+    reference, kernels_gm = sharing_modules(quantized), lowered
     layers = quantized_ops(reference)
     weighted = [op for op in layers if op.weight_args]
     kernels = _kernels(kernels_gm)
