@@ -40,7 +40,7 @@ def _runnable_eagerly(gm: fx.GraphModule) -> fx.GraphModule:
         if node.target is torch.ops.aten.view.default:
             node.target = torch.ops.aten.reshape.default
         elif str(node.target).startswith("onednn.qconv2d_pointwise.binary"):
-            position = [a.name for a in node.target._schema.arguments].index("qaccum")
+            position = _position(node, "qaccum")
             with gm.graph.inserting_before(node):
                 copied = gm.graph.call_function(torch.ops.aten.clone.default, (node.args[position],),
                                                 {"memory_format": torch.channels_last})
@@ -54,9 +54,15 @@ def _kernels(lowered: fx.GraphModule) -> list[fx.Node]:
             and "prepack" not in str(n.target)]
 
 
-def _argument(node: fx.Node, name: str):
+def _position(node: fx.Node, name: str) -> int | None:
+    """Where the kernel's schema puts argument ``name`` (None if it has none)."""
     names = [a.name for a in node.target._schema.arguments]
-    return node.args[names.index(name)] if name in names and names.index(name) < len(node.args) else None
+    return names.index(name) if name in names else None
+
+
+def _argument(node: fx.Node, name: str):
+    position = _position(node, name)
+    return node.args[position] if position is not None and position < len(node.args) else None
 
 
 def _compared_value(gm: fx.GraphModule, op: QuantizedOp, layers: dict[str, QuantizedOp],
