@@ -1,6 +1,6 @@
-"""The propagated and isolated views (and the PT2E lowering's comparison) tap copies of the build's int8 graph that
-share its tensors instead of converting again or deep-copying it; the int8 model itself is left as it was, and the
-numbers are those a freshly converted model gives."""
+"""The propagated and isolated views (and under PT2E the lowering's comparison and the simulator) work on copies of
+the build's int8 graph that share its tensors instead of converting again or deep-copying it; the int8 model itself
+is left as it was, and the numbers are those a freshly converted model gives."""
 
 from __future__ import annotations
 
@@ -50,6 +50,9 @@ def test_the_views_leave_the_int8_model_as_it_was_and_measure_what_a_fresh_conve
         before = quantized(x)
 
     shared = _views(flow, model, prepared, quantized, x)
+    simulator = flow.simulator(prepared, quantized, calibration)  # sensitivity's: switches on a copy of the graph
+    simulator.configure(float_ops={simulator.ops[0]})
+    simulator.outputs([x[:8]])
 
     assert quantized.code == code  # no logger, tap or shadow node left in its graph
     assert {name: id(m) for name, m in quantized.named_modules()} == modules  # nor a module added or replaced

@@ -8,7 +8,6 @@ quantized, as in a real int8 model, where keeping a run of layers float removes 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import torch
@@ -16,6 +15,7 @@ from torch import fx, nn
 
 from qreport.data import call
 from qreport.flows import pt2e_graph
+from qreport.flows.copies import sharing_modules
 from qreport.flows.sim_fork import ForkingSimulator
 
 
@@ -52,12 +52,12 @@ class Pt2eSimulator(ForkingSimulator):
     """Runs the converted graph with fake quantization on any subset of its layers (``Simulator``'s interface)."""
 
     def __init__(self, prepared: fx.GraphModule, quantized: fx.GraphModule):
-        self.model = gm = copy.deepcopy(quantized)
+        self.model = gm = sharing_modules(quantized)
         layers = pt2e_graph.quantized_ops(gm)
         owner = {op.end: op.node for op in layers}
         nodes = {n.name: n for n in gm.graph.nodes}
-        self.weights: dict[str, _Weight] = {}
-        self._weight_nodes: dict[str, str] = {}  # layer -> the node that reads its weight switch
+        self.weights: dict[str, list[_Weight]] = {}  # layer -> a switch per weight argument
+        self._weight_nodes: dict[str, list[str]] = {}  # layer -> the nodes that read its weight switches
         for op in layers:
             node = nodes[op.node]
             for arg in op.weight_args:
@@ -71,8 +71,8 @@ class Pt2eSimulator(ForkingSimulator):
                     node.update_arg(arg, read)
                 if not dq.users:
                     gm.graph.erase_node(dq)
-                self.weights[op.node] = switch
-                self._weight_nodes[op.node] = read.name
+                self.weights.setdefault(op.node, []).append(switch)
+                self._weight_nodes.setdefault(op.node, []).append(read.name)
         self.edges: list[_Edge] = []
         for q in [n for n in gm.graph.nodes if pt2e_graph.is_quantize(n) and n.args[0].op != "get_attr"]:
             scale, zero_point, qmin, qmax = (q.args[1], q.args[2], q.args[3], q.args[4])
@@ -99,13 +99,15 @@ class Pt2eSimulator(ForkingSimulator):
         for edge in self.edges:
             edge.module.enabled = activations and (
                 edge.producer in quantized or any(c in quantized for c in edge.consumers))
-        for name, switch in self.weights.items():
-            switch.quantized = weights and name in quantized
+        for name, switches in self.weights.items():
+            for switch in switches:
+                switch.quantized = weights and name in quantized
 
     def states(self) -> dict[str, tuple]:
         """What ``configure`` set, by the graph node it changes: each fake-quantize step and each weight."""
         out = {e.node: (e.module.enabled,) for e in self.edges}
-        out.update({self._weight_nodes[name]: (switch.quantized,) for name, switch in self.weights.items()})
+        for name, switches in self.weights.items():
+            out.update({node: (switch.quantized,) for node, switch in zip(self._weight_nodes[name], switches)})
         return out
 
     @torch.no_grad()
