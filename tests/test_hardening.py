@@ -99,9 +99,16 @@ def test_render_and_diff_refuse_broken_run_folders(tiny_run, tmp_path, capsys, e
     assert not (tmp_path / "d.html").exists()
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C handled as in a terminal, whatever this test process inherited (a child of a process
+    that ignores SIGINT ignores it too, and Python then installs no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_build(out, *extra):
     args = [a for a in tiny_args(out, "tiny_cnn", "--eval-batches", "400", *extra) if a != "-q"]  # long enough
-    return subprocess.Popen([sys.executable, "-m", "qreport", *args], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "qreport", *args], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
 
 
 def _wait_for_stage(proc, stage="activations"):
@@ -127,7 +134,7 @@ def test_a_killed_build_leaves_no_complete_looking_report(tiny_run, tmp_path, ca
     proc.send_signal(sig)
     rest = proc.stderr.read()
     code = proc.wait(timeout=60)
-    assert (out / "report.html").read_bytes() == before  # the previous run is untouched
+    assert (out / "report.html").read_bytes() == before, (code, rest[-2000:])  # the previous run is untouched
     partial = [p for p in tmp_path.iterdir() if p.name.startswith(PARTIAL_PREFIX)]
     if sig == signal.SIGKILL:
         assert code == -signal.SIGKILL
