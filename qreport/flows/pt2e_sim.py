@@ -57,7 +57,7 @@ class Pt2eSimulator(ForkingSimulator):
         owner = {op.end: op.node for op in layers}
         nodes = {n.name: n for n in gm.graph.nodes}
         self.weights: dict[str, list[_Weight]] = {}  # layer -> a switch per weight argument
-        self._weight_nodes: dict[str, list[str]] = {}  # layer -> the nodes that read its weight switches
+        self._weight_reads: dict[str, _Weight] = {}  # node that reads a weight switch -> the switch
         for op in layers:
             node = nodes[op.node]
             for arg in op.weight_args:
@@ -72,7 +72,7 @@ class Pt2eSimulator(ForkingSimulator):
                 if not dq.users:
                     gm.graph.erase_node(dq)
                 self.weights.setdefault(op.node, []).append(switch)
-                self._weight_nodes.setdefault(op.node, []).append(read.name)
+                self._weight_reads[read.name] = switch
         self.edges: list[_Edge] = []
         for q in [n for n in gm.graph.nodes if pt2e_graph.is_quantize(n) and n.args[0].op != "get_attr"]:
             scale, zero_point, qmin, qmax = (q.args[1], q.args[2], q.args[3], q.args[4])
@@ -106,8 +106,7 @@ class Pt2eSimulator(ForkingSimulator):
     def states(self) -> dict[str, tuple]:
         """What ``configure`` set, by the graph node it changes: each fake-quantize step and each weight."""
         out = {e.node: (e.module.enabled,) for e in self.edges}
-        for name, switches in self.weights.items():
-            out.update({node: (switch.quantized,) for node, switch in zip(self._weight_nodes[name], switches)})
+        out.update({node: (switch.quantized,) for node, switch in self._weight_reads.items()})
         return out
 
     @torch.no_grad()
