@@ -183,12 +183,12 @@ def test_the_lean_weight_folding_and_dequantize_change_no_number(tmp_path, monke
     own code paths (here every weight is sliced)."""
     import contextlib
 
-    from qreport.flows import pt2e
+    from qreport.flows import pt2e, pt2e_kernels
 
     checkpoint, data = write_digits_cnn(tmp_path)
-    monkeypatch.setattr(pt2e, "FOLD_SLICE_BYTES", 256)
+    monkeypatch.setattr(pt2e_kernels, "FOLD_SLICE_BYTES", 256)
     assert _build(tmp_path / "lean", checkpoint, data, "--flow", "pt2e") == 0
-    monkeypatch.setattr(pt2e, "_lean_folding", contextlib.nullcontext)
+    monkeypatch.setattr(pt2e, "lean_folding", contextlib.nullcontext)
     monkeypatch.setattr(pt2e.Pt2eStaticFlow, "running", lambda self: contextlib.nullcontext())
     assert _build(tmp_path / "stock", checkpoint, data, "--flow", "pt2e") == 0
     tables = sorted(p.name for p in (tmp_path / "lean").glob("*.parquet"))

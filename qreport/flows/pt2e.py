@@ -25,7 +25,7 @@ from qreport.flows import pt2e_graph, pt2e_taps
 from qreport.flows.copies import sharing_modules, sharing_weights
 from qreport.flows.fx import quiet_torch
 from qreport.flows.observers import copy_observer_states
-from qreport.flows.pt2e_kernels import lean_weight_dequantize
+from qreport.flows.pt2e_kernels import lean_folding, lean_weight_dequantize
 from qreport.overrides import covers, kept_float_by, unknown_module_error
 from qreport.streaming import FLOAT_NAME, QUANT_NAME
 
@@ -112,57 +112,6 @@ def _without_qat_folding(quantize_pt2e):
         yield
         return
     with mock.patch.object(quantize_pt2e, "_fold_conv_bn_qat", _dead_code_removed):
-        yield
-
-
-FOLD_SLICE_BYTES = 32 << 20  # float weights larger than this are quantized while folding a slice of channels at a time
-
-
-def _quantized_in_slices(quantize, args: tuple) -> torch.Tensor:
-    """``quantize_per_channel(weight, scales, zero_points, 0, ...)`` computed over slices of output channels: the same
-    values and layout as one call, with float temporaries the size of a slice instead of four of the weight."""
-    weight, scales, zero_points, axis, *rest = args
-    out = torch.empty_like(weight, dtype=rest[-1])
-    step = max(1, weight.size(0) * FOLD_SLICE_BYTES // (weight.numel() * weight.element_size()))
-    for start in range(0, weight.size(0), step):
-        n = min(step, weight.size(0) - start)
-        out.narrow(0, start, n).copy_(quantize(weight.narrow(0, start, n), scales.narrow(0, start, n),
-                                               zero_points.narrow(0, start, n), axis, *rest))
-    return out
-
-
-@contextlib.contextmanager
-def _lean_folding():
-    """``convert_pt2e``'s constant folding without float copies of the weights it does not keep.
-
-    The folder evaluates every op whose inputs are constants: each weight's ``quantize_per_channel`` (kept: the int8
-    weight) and the ``dequantize`` after it, which it then discards (dequantize ops stay in the graph). On vgg11
-    the dequantized copy of the 411 MB classifier weight and its temporaries took the process 1.6 GB above its
-    steady state, and the quantize's own float temporaries (scaled, rounded, shifted, clamped) 0.9 GB. Here the
-    ops the folder discards are not evaluated, and large weights are quantized a slice of output channels at a
-    time (per-channel quantization treats each channel alone): the same graph and int8 weights (pinned in the
-    tests)."""
-    try:
-        from torchao.quantization.pt2e import constant_fold as folding
-    except ImportError:
-        yield
-        return
-    quantize = torch.ops.quantized_decomposed.quantize_per_channel.default
-
-    class LeanFolder(folding.ConstantFolder):
-        def _deduce_value(self, node):
-            if node.op == "call_function" and self.is_impure(node):
-                return self.unknown_value  # what the folder would compute, then discard as impure
-            return super()._deduce_value(node)
-
-        def call_function(self, target, args, kwargs):
-            weight = args[0] if args else None
-            if (target is quantize and not kwargs and len(args) == 7 and args[3] == 0
-                    and isinstance(weight, torch.Tensor) and weight.numel() * weight.element_size() > FOLD_SLICE_BYTES):
-                return _quantized_in_slices(quantize, args)
-            return super().call_function(target, args, kwargs)
-
-    with mock.patch.object(folding, "ConstantFolder", LeanFolder):
         yield
 
 
@@ -321,8 +270,7 @@ class Pt2eStaticFlow:
     def convert(self, prepared: nn.Module) -> nn.Module:
         """A fresh quantize/dequantize model from a calibrated prepared one (int8 weights stored as constants)."""
         quantize_pt2e = _torchao()
-        with quiet_torch(self.verbose, self.notes), _without_qat_folding(quantize_pt2e), \
-                _lean_folding():
+        with quiet_torch(self.verbose, self.notes), _without_qat_folding(quantize_pt2e), lean_folding():
             return _unread_tensors_dropped(quantize_pt2e.convert_pt2e(sharing_weights(prepared)))
 
     def running(self) -> contextlib.AbstractContextManager:
