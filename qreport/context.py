@@ -33,6 +33,7 @@ class BuildContext:
     macs: dict = dataclasses.field(default_factory=dict)  # module path -> MACs per sample
     notes: list = dataclasses.field(default_factory=list)  # lines for the report's notes (the pipeline adds results')
     metric: object = None  # the user's --metric callable (outputs, labels) -> float, or None
+    calibration_record: object = None  # flows.CalibrationRecord the flow filled while calibrating, or None
 
     def batches(self, split, desc: str, total: int | None = None):
         """Iterate a data split (or any iterable of ``total`` batches) with a progress bar (hidden when quiet or

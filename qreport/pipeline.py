@@ -21,7 +21,7 @@ from qreport.config import BuildConfig, render_qconfig_toml
 from qreport.context import BuildContext
 from qreport.errors import InputError, QReportError, first_line, is_own_bug
 from qreport.findings import Thresholds
-from qreport.flows import make_flow, quiet_torch
+from qreport.flows import CalibrationRecord, make_flow, quiet_torch
 from qreport.macs import macs_per_module
 from qreport.progress import Progress
 from qreport.models import load_metric, load_model, recalibrate_batchnorm
@@ -155,7 +155,10 @@ def _quantize(ctx: BuildContext, example, progress: Progress, verbose: bool) -> 
     """Prepare, calibrate and convert; fill the context's graph facts. Returns the step timings."""
     timings = {}
     t = time.perf_counter()
-    ctx.prepared = ctx.flow.calibrated(ctx.loaded.module, example, ctx.batches(ctx.data.calibration, "calibrate"))
+    record = CalibrationRecord()  # what the ranges stage needs from the calibration data, noted on the way
+    batches = ctx.batches(record.named(ctx.data.calibration.labelled()), "calibrate", total=len(ctx.data.calibration))
+    ctx.prepared = ctx.flow.calibrated(ctx.loaded.module, example, batches, record=record)
+    ctx.calibration_record = record if record.complete else None
     timings["calibrate"] = time.perf_counter() - t
     ctx.reference = ctx.flow.reference(ctx.loaded.module, ctx.prepared)
     note = ctx.flow.reference_note(ctx.loaded.module)

@@ -3,6 +3,7 @@ running the calibration batches again, and get exactly the int8 model calibratin
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
@@ -88,3 +89,52 @@ def test_an_observer_shared_with_an_unclamped_input_is_not_copied_into_a_float_l
     flow = base.with_overrides([ModuleOverride("stem.0", preset="float")])
     with pytest.raises(AssertionError, match="calibrated again"):
         flow.calibrated(model, x, Untouchable(), observed=observed)
+
+
+def _labelled(inputs: torch.Tensor, size: int, prefix: str):
+    from qreport.data import Batch
+
+    return [Batch(inputs[i:i + size], None, [f"{prefix}{j}" for j in range(i, min(i + size, len(inputs)))])
+            for i in range(0, len(inputs), size)]
+
+
+@pytest.mark.parametrize("model_name", ["digits_cnn", "bad_channel_cnn"])
+def test_the_ranges_noted_while_calibrating_are_those_a_second_pass_over_the_calibration_data_finds(model_name):
+    """The build notes each observed activation's per-image maximum as it calibrates, so the ranges stage runs only
+    the evaluation data; its table must be the one running the calibration data again gives (bad_channel_cnn's
+    ReLU6 shares its input's observer; an equalized layer adds observers of its own)."""
+    import toy_models
+    from qreport.flows.contract import CalibrationRecord
+    from qreport.flows.fx_ranges import activation_ranges
+
+    if model_name == "digits_cnn":
+        model, (train, held) = trained_digits_cnn(), digits_split()
+        calibration, evaluation = _labelled(train["inputs"][:256], 64, "cal"), _labelled(held["inputs"][:96], 32, "ev")
+        overrides = [ModuleOverride("conv2", preset="equalize")]
+    else:
+        model, generator = toy_models.bad_channel_cnn(), torch.Generator().manual_seed(0)
+        images = torch.randn(40, 3, 32, 32, generator=generator)
+        calibration, evaluation = _labelled(images[:24], 8, "cal"), _labelled(images[24:], 8, "ev")
+        overrides = []
+    flow = FxStaticFlow("x86", overrides)
+    record = CalibrationRecord()
+    prepared = flow.calibrated(model, calibration[0].inputs, record.named(calibration), record=record)
+    assert record.complete and record.names == [n for b in calibration for n in b.names]
+    noted = pd.DataFrame(activation_ranges(prepared, record, evaluation))
+    again = pd.DataFrame(activation_ranges(prepared, calibration, evaluation))
+    assert len(noted) >= 3 and noted["top_image"].str.startswith("cal").all()
+    pd.testing.assert_frame_equal(noted, again)
+
+
+def test_a_qat_calibration_notes_nothing_so_its_ranges_stage_runs_the_float_values_itself():
+    """QAT calibrates with fake quantization on; the ranges stage measures the float values, so nothing noted then
+    may stand in."""
+    from qreport.flows.contract import CalibrationRecord
+    from qreport.flows.fx_qat import FxQatFlow
+
+    model = trained_digits_cnn()
+    train, _ = digits_split()
+    calibration = _labelled(train["inputs"][:128], 64, "cal")
+    record = CalibrationRecord()
+    FxQatFlow("x86").calibrated(model, calibration[0].inputs, record.named(calibration), record=record)
+    assert not record.complete

@@ -5,6 +5,7 @@
 """
 
 from qreport.errors import InputError
+from qreport.flows.contract import CalibrationRecord
 from qreport.flows.fx import FxDynamicFlow, FxStaticFlow, quiet_torch
 from qreport.flows.fx_qat import FxQatFlow
 
@@ -36,4 +37,4 @@ def make_flow(cfg, verbose: bool = False):
                            activation_observer=cfg.activation_observer)
 
 
-__all__ = ["FLOWS", "FxDynamicFlow", "FxQatFlow", "FxStaticFlow", "make_flow", "quiet_torch"]
+__all__ = ["FLOWS", "CalibrationRecord", "FxDynamicFlow", "FxQatFlow", "FxStaticFlow", "make_flow", "quiet_torch"]

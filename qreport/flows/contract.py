@@ -7,12 +7,30 @@ names it in ``unsupported_stages`` with the reason; the stage is then recorded a
 
 from __future__ import annotations
 
-from typing import ContextManager, Iterable, Protocol
+import dataclasses
+from typing import ContextManager, Iterable, Iterator, Protocol
 
 import torch
 from torch import nn
 
 from qreport.config import ModuleOverride
+
+
+@dataclasses.dataclass
+class CalibrationRecord:
+    """What a flow saw while calibrating, so that the ranges stage need not run the calibration data again: the
+    inputs' names and, per observer (keyed as the flow likes), each input's largest |value|. Only a flow that
+    recorded the whole calibration, with the values its ``activation_ranges`` would see, sets ``complete``."""
+
+    names: list[str] = dataclasses.field(default_factory=list)
+    maxima: dict[str, list[torch.Tensor]] = dataclasses.field(default_factory=dict)
+    complete: bool = False
+
+    def named(self, batches) -> Iterator:
+        """The inputs of ``batches`` (``data.Batch``), each batch's names noted as it goes by."""
+        for batch in batches:
+            self.names.extend(batch.names)
+            yield batch.inputs
 
 
 class Flow(Protocol):
@@ -26,10 +44,11 @@ class Flow(Protocol):
     alternative: str  # what to try when the int8 model does not run
 
     # quantization
-    def calibrated(self, model: nn.Module, example, batches, observed: nn.Module | None = None) -> nn.Module:
+    def calibrated(self, model: nn.Module, example, batches, observed: nn.Module | None = None,
+                   record: CalibrationRecord | None = None) -> nn.Module:
         """A prepared copy of ``model`` whose observers have seen ``batches``; with ``observed`` (a model prepared by
         this flow and calibrated on the same ``batches``) the flow may copy its observer states instead of running
-        the batches again, when that gives the same states."""
+        the batches again, when that gives the same states. A flow that can fills ``record`` as it calibrates."""
 
     def convert(self, prepared: nn.Module) -> nn.Module:
         """A fresh int8 model from a calibrated prepared model."""
@@ -91,7 +110,8 @@ class Flow(Protocol):
         """Each weight-free int8 kernel run alone on synthetic input inside its calibrated range."""
 
     def activation_ranges(self, prepared: nn.Module, calibration, evaluation) -> list[dict]:
-        """Each calibrated activation range against the calibration inputs that set it and the evaluation data."""
+        """Each calibrated activation range against the calibration inputs that set it and the evaluation data;
+        ``calibration`` is the labelled calibration batches or a complete ``CalibrationRecord`` of them."""
 
     def lowered_models(self, quantized: nn.Module, example, pairing):
         """Where the int8 model is a description that a backend lowers to other kernels: (the int8 model, the lowered

@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qreport.flows.contract import CalibrationRecord
 from qreport.flows.copies import sharing_modules, sharing_weights
+from qreport.flows.fx_ranges import recording
 from qreport.flows.model_caches import release_cached_models
 from qreport.config import QCONFIG_PRESETS, ModuleOverride
 from qreport.data import call, model_args
@@ -292,21 +294,26 @@ class FxStaticFlow:
             self._bridges = float_bridges(model, graph, scopes, self._kept_float)
             return self._prepare_fx(sharing_weights(model), example, custom)  # fusion makes new weights
 
-    def calibrated(self, model: nn.Module, example: torch.Tensor, batches, observed: nn.Module | None = None) -> nn.Module:
+    def calibrated(self, model: nn.Module, example: torch.Tensor, batches, observed: nn.Module | None = None,
+                   record: CalibrationRecord | None = None) -> nn.Module:
         """A prepared copy of ``model`` whose observers have seen ``batches`` (prepare, then calibrate); layers asked
         for bias correction get theirs measured on the same batches, for every later ``convert``. With ``observed``
-        (a graph calibrated on the same ``batches``), the observer states are copied when they all match."""
+        (a graph calibrated on the same ``batches``), the observer states are copied when they all match. With
+        ``record``, each observed activation's per-input |max| is noted for ``activation_ranges``."""
         prepared = self.prepare(model, example)
         layers = [o.module for o in self.overrides if o.preset == "bias_correct"]
         if observed is not None and not layers and copy_observer_states(observed, prepared):
             self._bias_corrections = {}
             return prepared
         seen = []
-        with torch.no_grad(), quiet_torch(self.verbose, self.notes):
+        noting = recording(prepared, record) if record is not None else contextlib.nullcontext()
+        with torch.no_grad(), quiet_torch(self.verbose, self.notes), noting:
             for x in batches:
                 call(prepared, x)
                 if layers:
                     seen.append(x)
+        if record is not None:
+            record.complete = True
         self._bias_corrections = {}
         if layers:
             from qreport.flows.fx_bias import bias_corrections

@@ -45,9 +45,11 @@ class FxQatFlow(FxStaticFlow):
         raise InputError(f"qconfig {override.describe()!r} for {override.module!r} is not available with --mode qat; "
                          "use float, default, per_tensor or per_channel")
 
-    def calibrated(self, model: nn.Module, example, batches, observed: nn.Module | None = None) -> nn.Module:
+    def calibrated(self, model: nn.Module, example, batches, observed: nn.Module | None = None,
+                   record=None) -> nn.Module:
         """Calibrated again every time: fake quantization runs while calibrating, so every range depends on the
-        whole qconfig and no other model's states can stand in."""
+        whole qconfig and no other model's states can stand in; for the same reason ``record`` stays empty (the
+        ranges stage runs the float values itself)."""
         return super().calibrated(model, example, batches)
 
     def qconfig_mapping(self):

@@ -256,9 +256,10 @@ class Pt2eStaticFlow:
         return InputError(f"the {self.quantizer_name} quantizer fails on this model ({exc.__class__.__name__}: "
                           f"{message[:160]}); try another --quantizer or --flow fx")
 
-    def calibrated(self, model: nn.Module, example, batches, observed: nn.Module | None = None) -> nn.Module:
+    def calibrated(self, model: nn.Module, example, batches, observed: nn.Module | None = None,
+                   record=None) -> nn.Module:
         """A prepared copy of ``model`` whose observers have seen ``batches``, or copied the states of ``observed``
-        (calibrated on the same batches) when they all match."""
+        (calibrated on the same batches) when they all match; ``record`` stays empty (no ranges stage here)."""
         prepared = self.prepare(model, example)
         if observed is not None and copy_observer_states(observed, prepared):
             return prepared

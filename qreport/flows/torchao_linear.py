@@ -106,8 +106,9 @@ class TorchaoLinearFlow:
     alternative = "try --flow fx --mode dynamic"
 
     # -- quantization --------------------------------------------------------------------------
-    def calibrated(self, model: nn.Module, example, batches, observed: nn.Module | None = None) -> nn.Module:
-        """The float model itself: nothing to observe (its Linear layers are checked and counted)."""
+    def calibrated(self, model: nn.Module, example, batches, observed: nn.Module | None = None,
+                   record=None) -> nn.Module:
+        """The float model itself: nothing to observe or record (its Linear layers are checked and counted)."""
         error = unknown_module_error([n for n, _ in model.named_modules() if n], self.overrides)
         if error:
             raise InputError(error)

@@ -8,10 +8,11 @@ import pandas as pd
 
 def run(ctx) -> pd.DataFrame:
     """One row per observed activation (``input`` is the model's input), in graph order."""
-    rows = ctx.flow.activation_ranges(ctx.prepared, ctx.batches(ctx.data.calibration.labelled(), "ranges: calibration",
-                                                                total=len(ctx.data.calibration)),
-                                      ctx.batches(ctx.data.evaluation.labelled(), "ranges: evaluation",
-                                                  total=len(ctx.data.evaluation)))
+    calibration = ctx.calibration_record or ctx.batches(ctx.data.calibration.labelled(), "ranges: calibration",
+                                                        total=len(ctx.data.calibration))  # noted while calibrating
+    rows = ctx.flow.activation_ranges(ctx.prepared, calibration, ctx.batches(ctx.data.evaluation.labelled(),
+                                                                             "ranges: evaluation",
+                                                                             total=len(ctx.data.evaluation)))
     for order, row in enumerate(rows):
         row["layer_fqn"] = "input" if row["layer"] == "input" else ctx.layer_fqn(row["layer"])
         row["order"] = order
