@@ -18,6 +18,8 @@ from qreport.flows import pt2e_graph
 from qreport.flows.copies import sharing_modules
 from qreport.flows.sim_fork import ForkingSimulator
 
+DEQUANTIZED_KEPT_BYTES = 256 * 2**20  # dequantized weights the simulator keeps, smallest first; the rest per read
+
 
 class _FakeQuant(nn.Module):
     def __init__(self, scale: float, zero_point: int, qmin: int, qmax: int):
@@ -32,12 +34,19 @@ class _FakeQuant(nn.Module):
 
 
 class _Weight(nn.Module):
-    def __init__(self, int8: torch.Tensor, float_: torch.Tensor):
+    """A weight argument's switch: the int8 weight dequantized, or the float one. The dequantized copy is kept when
+    ``keep`` (the smaller weights, up to ``DEQUANTIZED_KEPT_BYTES`` in all); a larger weight is dequantized where it
+    is read, as the q/dq graph does, so that the simulator holds no extra float copy of the largest layers."""
+
+    def __init__(self, int8: torch.Tensor, float_: torch.Tensor, keep: bool):
         super().__init__()
         self.int8, self.float, self.quantized = int8, float_, True
+        self.dequantized = int8.dequantize() if keep else None
 
     def forward(self):
-        return self.int8 if self.quantized else self.float
+        if not self.quantized:
+            return self.float
+        return self.dequantized if self.dequantized is not None else self.int8.dequantize()
 
 
 @dataclasses.dataclass
@@ -58,12 +67,20 @@ class Pt2eSimulator(ForkingSimulator):
         nodes = {n.name: n for n in gm.graph.nodes}
         self.weights: dict[str, list[_Weight]] = {}  # layer -> a switch per weight argument
         self._weight_reads: dict[str, _Weight] = {}  # node that reads a weight switch -> the switch
+        int8 = {(op.node, arg): pt2e_graph.int8_weight(gm, nodes[op.node].args[arg])
+                for op in layers for arg in op.weight_args}
+        kept, budget = set(), DEQUANTIZED_KEPT_BYTES
+        for key, weight in sorted(int8.items(), key=lambda item: item[1].numel()):
+            budget -= 4 * weight.numel()
+            if budget < 0:
+                break
+            kept.add(key)
         for op in layers:
             node = nodes[op.node]
             for arg in op.weight_args:
                 dq = node.args[arg]
-                switch = _Weight(pt2e_graph.int8_weight(gm, dq).dequantize(),
-                                 pt2e_graph.float_weight(prepared, op.node, arg))
+                switch = _Weight(int8[op.node, arg], pt2e_graph.float_weight(prepared, op.node, arg),
+                                 keep=(op.node, arg) in kept)
                 name = f"qreport_weight_{op.node}_{arg}"
                 gm.add_module(name, switch)
                 with gm.graph.inserting_before(node):
