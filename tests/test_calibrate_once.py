@@ -138,3 +138,29 @@ def test_a_qat_calibration_notes_nothing_so_its_ranges_stage_runs_the_float_valu
     record = CalibrationRecord()
     FxQatFlow("x86").calibrated(model, calibration[0].inputs, record.named(calibration), record=record)
     assert not record.complete
+
+
+@pytest.mark.parametrize("preset", ["float", "equalize", "bias_correct"])
+def test_a_rung_prepared_again_shares_the_fused_weights_and_quantizes_exactly_as_fusing_again(preset):
+    """The fix prepares the model again for each rung; Conv-BatchNorm fusion then hands it the fused weights the
+    build's own preparation computed (no second copy of the model's weights), and the int8 model is the one a flow
+    fusing afresh builds."""
+    import toy_models
+    from qreport.data import synthetic
+
+    model = toy_models.bad_channel_cnn()  # Conv-BatchNorm-ReLU6 stem and blocks
+    data = synthetic((3, 32, 32), 4, 2, 2, seed=0)
+    calibration, x = list(data.calibration), data.example()
+    change = ModuleOverride("block.0", preset=preset)
+    base = FxStaticFlow("x86")
+    first = base.calibrated(model, x, calibration)
+    flow = base.with_overrides([change])
+    again = flow.calibrated(model, x, calibration)
+    fused = dict(first.named_parameters())
+    assert not torch.equal(fused["stem.0.weight"], model.stem[0].weight)  # BatchNorm folded in
+    assert again.get_parameter("stem.0.weight") is fused["stem.0.weight"]
+    assert again.get_parameter("stem.0.bias") is fused["stem.0.bias"]
+    afresh = FxStaticFlow("x86", [change])
+    with torch.no_grad():
+        assert torch.equal(flow.convert(again)(x),
+                           afresh.convert(afresh.calibrated(model, x, calibration))(x))

@@ -22,6 +22,7 @@ from qreport.config import QCONFIG_PRESETS, ModuleOverride
 from qreport.data import call, model_args
 from qreport.errors import InputError
 from qreport.flows.fx_checks import check_finite_parameters, check_traceable, resolve_non_traceable
+from qreport.flows.fx_fused import FusedWeights
 from qreport.flows.fx_regions import float_bridges, fused_followers
 from qreport.flows.ns_patches import fusion_patterns_once, int8_modules_take_int8
 from qreport.flows.observers import copy_observer_states
@@ -188,6 +189,7 @@ class FxStaticFlow:
         self._followers: dict[str, list[str]] = {}  # layer -> the BatchNorm/activation modules fused into it
         self._bridges: list[tuple] = []  # pass-through ops between float layers, kept float with them
         self._bias_corrections: dict = {}  # layer -> per-channel bias correction, applied by every convert
+        self._fused = FusedWeights()  # Conv/Linear-BatchNorm fusions, shared with the flows with_overrides makes
         self.notes: list[str] = []  # lines the Numeric Suite printed
 
     @property
@@ -292,7 +294,8 @@ class FxStaticFlow:
             graph, scopes = check_traceable(model, self._skip_names, self._skip_classes)
             self._followers = fused_followers(model, graph)
             self._bridges = float_bridges(model, graph, scopes, self._kept_float)
-            return self._prepare_fx(sharing_weights(model), example, custom)  # fusion makes new weights
+            with self._fused.reused():  # fusion makes new weights, once per float model
+                return self._prepare_fx(sharing_weights(model), example, custom)
 
     def calibrated(self, model: nn.Module, example: torch.Tensor, batches, observed: nn.Module | None = None,
                    record: CalibrationRecord | None = None) -> nn.Module:
