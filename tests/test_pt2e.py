@@ -184,15 +184,15 @@ def test_the_lean_weight_folding_and_dequantize_change_no_number(tmp_path, monke
     and every dequantized weight kept (here every weight is sliced, and all but the smallest read afresh)."""
     import contextlib
 
-    from qreport.flows import pt2e, pt2e_kernels, pt2e_sim
+    from qreport.flows import pt2e, pt2e_kernels, sim_fork
 
     checkpoint, data = write_digits_cnn(tmp_path)
     monkeypatch.setattr(pt2e_kernels, "FOLD_SLICE_BYTES", 256)
-    monkeypatch.setattr(pt2e_sim, "DEQUANTIZED_KEPT_BYTES", 4096)
+    monkeypatch.setattr(sim_fork, "DEQUANTIZED_KEPT_BYTES", 4096)
     assert _build(tmp_path / "lean", checkpoint, data, "--flow", "pt2e") == 0
     monkeypatch.setattr(pt2e, "lean_folding", contextlib.nullcontext)
     monkeypatch.setattr(pt2e.Pt2eStaticFlow, "running", lambda self: contextlib.nullcontext())
-    monkeypatch.setattr(pt2e_sim, "DEQUANTIZED_KEPT_BYTES", 2**40)
+    monkeypatch.setattr(sim_fork, "DEQUANTIZED_KEPT_BYTES", 2**40)
     assert _build(tmp_path / "stock", checkpoint, data, "--flow", "pt2e") == 0
     tables = sorted(p.name for p in (tmp_path / "lean").glob("*.parquet"))
     assert {"weights.parquet", "activations.parquet", "shadow.parquet", "model.parquet", "sensitivity.parquet"} <= set(tables)

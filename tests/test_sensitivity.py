@@ -118,6 +118,29 @@ def test_the_per_layer_sweep_gives_the_numbers_of_one_full_run_per_configuration
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.parametrize("extra", [(), ("--flow", "pt2e")], ids=["fx", "pt2e"])
+def test_weights_dequantized_where_they_are_read_give_the_numbers_of_kept_copies(tmp_path, monkeypatch, extra):
+    """A simulator keeps dequantized copies of its smaller weights only (``sim_fork.DEQUANTIZED_KEPT_BYTES``) and
+    dequantizes the others as they are read: with no copy kept at all, every number is the same."""
+    from qreport.flows import fx_sim, pt2e_sim, sim_fork
+
+    assert main(tiny_args(tmp_path / "kept", "dense_block_net", *extra)) == 0
+    asked = []
+
+    def spied(weights):
+        kept = sim_fork.kept_dequantized(weights)
+        asked.append((len(weights), len(kept)))
+        return kept
+
+    monkeypatch.setattr(sim_fork, "DEQUANTIZED_KEPT_BYTES", 0)
+    monkeypatch.setattr(fx_sim if not extra else pt2e_sim, "kept_dequantized", spied)
+    assert main(tiny_args(tmp_path / "read", "dense_block_net", *extra)) == 0
+    assert asked and all(n >= 2 and kept == 0 for n, kept in asked)
+    for name in ("sensitivity", "model"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "kept" / f"{name}.parquet"),
+                                      pd.read_parquet(tmp_path / "read" / f"{name}.parquet"), obj=name)
+
+
 def test_a_reachable_target_suggests_no_float_layers(tmp_path):
     out = tmp_path / "run"
     assert main(tiny_args(out, "tiny_cnn", "--target-sqnr", "5")) == 0

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from qreport.flows.copies import sharing_weights
-from qreport.flows.sim_fork import ForkingSimulator
+from qreport.flows.sim_fork import ForkingSimulator, kept_dequantized
 from qreport.data import call
 from qreport.qtypes import INT8_DTYPES, INT_RANGE, WEIGHTED_LAYERS
 
@@ -69,6 +69,31 @@ class _Edge:
     node: str  # the graph node that calls ``module``
 
 
+class _WeightSwitch:
+    """A weighted leaf's weight: its float one, or the int8 one dequantized. The dequantized copy is kept when
+    ``keep`` (``sim_fork.kept_dequantized``); else the leaf gets it just before it runs and drops it after."""
+
+    def __init__(self, leaf: nn.Module, int8: torch.Tensor, keep: bool):
+        self.leaf, self.float, self.int8, self.quantized = leaf, leaf.weight, int8, False
+        self.kept = nn.Parameter(int8.dequantize(), requires_grad=False) if keep else None
+        if not keep:
+            leaf.register_forward_pre_hook(self._dequantized)
+            leaf.register_forward_hook(self._dropped)
+
+    def set(self, quantized: bool) -> None:
+        """Give the leaf its int8 (dequantized) weight, or its float one."""
+        self.quantized = quantized
+        self.leaf.weight = self.kept if quantized and self.kept is not None else self.float
+
+    def _dequantized(self, leaf: nn.Module, args) -> None:
+        if self.quantized and self.kept is None:
+            leaf.weight = nn.Parameter(self.int8.dequantize(), requires_grad=False)
+
+    def _dropped(self, leaf: nn.Module, args, output) -> None:
+        if self.quantized and self.kept is None:
+            leaf.weight = self.float
+
+
 def _weighted_leaf(module: nn.Module) -> nn.Module | None:
     if isinstance(module, WEIGHTED_LAYERS):
         return module
@@ -108,7 +133,7 @@ class Simulator(ForkingSimulator):
         self.ops = [n.name for n in self.model.graph.nodes
                     if n.op in ("call_module", "call_function", "call_method") and n.name not in obs_nodes]
         self.observed_ops = {e.producer for e in edges} & set(self.ops)
-        self.weights: dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor]] = {}
+        int8: dict[str, tuple[nn.Module, torch.Tensor]] = {}
         for node in self.model.graph.nodes:
             if node.op != "call_module" or node.name in obs_nodes:
                 continue
@@ -120,8 +145,10 @@ class Simulator(ForkingSimulator):
             q_weight = getattr(q_module, "weight", None)
             q_weight = q_weight() if callable(q_weight) else None
             if leaf is not None and isinstance(q_weight, torch.Tensor) and q_weight.is_quantized:
-                # the float weight is the prepared model's own (shared): configure() assigns one or the other
-                self.weights[node.name] = (leaf, leaf.weight, nn.Parameter(q_weight.dequantize(), requires_grad=False))
+                int8[node.name] = (leaf, q_weight)
+        # the float weight is the prepared model's own (shared): configure() assigns one or the other
+        kept = kept_dequantized({name: weight for name, (_, weight) in int8.items()})
+        self.weights = {name: _WeightSwitch(leaf, weight, name in kept) for name, (leaf, weight) in int8.items()}
         self._record_own_ranges(calibration)
 
     @torch.no_grad()
@@ -151,13 +178,13 @@ class Simulator(ForkingSimulator):
             edge.module.enabled = activations and (
                 edge.producer in quantized or any(c in quantized for c in edge.consumers))
             edge.module.use_own = edge.producer in self.ops and edge.producer not in quantized
-        for name, (leaf, float_w, int8_w) in self.weights.items():
-            leaf.weight = int8_w if (weights and name in quantized) else float_w
+        for name, switch in self.weights.items():
+            switch.set(weights and name in quantized)
 
     def states(self) -> dict[str, tuple]:
         """What ``configure`` set, by the graph node it changes: each fake-quantize step and each weight."""
         out = {e.node: (e.module.enabled, e.module.use_own) for e in self.edges}
-        out.update({name: (leaf.weight is int8_w,) for name, (leaf, _, int8_w) in self.weights.items()})
+        out.update({name: (switch.quantized,) for name, switch in self.weights.items()})
         return out
 
     @torch.no_grad()

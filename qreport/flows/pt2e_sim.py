@@ -16,9 +16,7 @@ from torch import fx, nn
 from qreport.data import call
 from qreport.flows import pt2e_graph
 from qreport.flows.copies import sharing_modules
-from qreport.flows.sim_fork import ForkingSimulator
-
-DEQUANTIZED_KEPT_BYTES = 256 * 2**20  # dequantized weights the simulator keeps, smallest first; the rest per read
+from qreport.flows.sim_fork import ForkingSimulator, kept_dequantized
 
 
 class _FakeQuant(nn.Module):
@@ -34,9 +32,8 @@ class _FakeQuant(nn.Module):
 
 
 class _Weight(nn.Module):
-    """A weight argument's switch: the int8 weight dequantized, or the float one. The dequantized copy is kept when
-    ``keep`` (the smaller weights, up to ``DEQUANTIZED_KEPT_BYTES`` in all); a larger weight is dequantized where it
-    is read, as the q/dq graph does, so that the simulator holds no extra float copy of the largest layers."""
+    """A weight argument's switch: the int8 weight dequantized, or the float one; the dequantized copy is kept when
+    ``keep`` (``sim_fork.kept_dequantized``), else made where the weight is read."""
 
     def __init__(self, int8: torch.Tensor, float_: torch.Tensor, keep: bool):
         super().__init__()
@@ -69,12 +66,7 @@ class Pt2eSimulator(ForkingSimulator):
         self._weight_reads: dict[str, _Weight] = {}  # node that reads a weight switch -> the switch
         int8 = {(op.node, arg): pt2e_graph.int8_weight(gm, nodes[op.node].args[arg])
                 for op in layers for arg in op.weight_args}
-        kept, budget = set(), DEQUANTIZED_KEPT_BYTES
-        for key, weight in sorted(int8.items(), key=lambda item: item[1].numel()):
-            budget -= 4 * weight.numel()
-            if budget < 0:
-                break
-            kept.add(key)
+        kept = kept_dequantized(int8)
         for op in layers:
             node = nodes[op.node]
             for arg in op.weight_args:

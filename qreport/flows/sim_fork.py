@@ -18,6 +18,21 @@ from torch import fx
 
 from qreport.data import model_args
 
+DEQUANTIZED_KEPT_BYTES = 256 * 2**20  # dequantized int8 weights a simulator keeps, smallest first; the rest per read
+
+
+def kept_dequantized(int8_weights: dict) -> set:
+    """The keys of ``int8_weights`` whose dequantized float copies a simulator keeps: the smallest, up to
+    ``DEQUANTIZED_KEPT_BYTES`` in all. The others are dequantized where they are read, as the int8 model's
+    q/dq graph does, so a simulator of a large model holds no extra float copy of its largest layers."""
+    kept, budget = set(), DEQUANTIZED_KEPT_BYTES
+    for key, weight in sorted(int8_weights.items(), key=lambda item: item[1].numel()):
+        budget -= 4 * weight.numel()
+        if budget < 0:
+            break
+        kept.add(key)
+    return kept
+
 
 def _copied(value):
     """``value`` with every tensor in it (nested in tuples, lists and dicts) cloned."""
