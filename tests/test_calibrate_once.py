@@ -140,27 +140,28 @@ def test_a_qat_calibration_notes_nothing_so_its_ranges_stage_runs_the_float_valu
     assert not record.complete
 
 
-@pytest.mark.parametrize("preset", ["float", "equalize", "bias_correct"])
-def test_a_rung_prepared_again_shares_the_fused_weights_and_quantizes_exactly_as_fusing_again(preset):
-    """The fix prepares the model again for each rung; Conv-BatchNorm fusion then hands it the fused weights the
+@pytest.mark.parametrize("flow_of, preset", [(FxStaticFlow, "float"), (FxStaticFlow, "equalize"),
+                                             (FxStaticFlow, "bias_correct"), (Pt2eStaticFlow, "float")],
+                         ids=["fx-float", "fx-equalize", "fx-bias_correct", "pt2e-float"])
+def test_a_rung_prepared_again_shares_the_folded_weights_and_quantizes_exactly_as_folding_again(flow_of, preset):
+    """The fix prepares the model again for each rung; BatchNorm folding then hands it the folded weights the
     build's own preparation computed (no second copy of the model's weights), and the int8 model is the one a flow
-    fusing afresh builds."""
+    folding afresh builds."""
     import toy_models
     from qreport.data import synthetic
 
-    model = toy_models.bad_channel_cnn()  # Conv-BatchNorm-ReLU6 stem and blocks
+    model = toy_models.bad_channel_cnn()  # Conv-BatchNorm-ReLU6 stem and Conv-BatchNorm-ReLU block
     data = synthetic((3, 32, 32), 4, 2, 2, seed=0)
     calibration, x = list(data.calibration), data.example()
     change = ModuleOverride("block.0", preset=preset)
-    base = FxStaticFlow("x86")
+    base = flow_of("x86")
     first = base.calibrated(model, x, calibration)
     flow = base.with_overrides([change])
     again = flow.calibrated(model, x, calibration)
-    fused = dict(first.named_parameters())
-    assert not torch.equal(fused["stem.0.weight"], model.stem[0].weight)  # BatchNorm folded in
-    assert again.get_parameter("stem.0.weight") is fused["stem.0.weight"]
-    assert again.get_parameter("stem.0.bias") is fused["stem.0.bias"]
-    afresh = FxStaticFlow("x86", [change])
+    float_params = [p for p in model.parameters()]
+    folded = {n: p for n, p in first.named_parameters() if not any(p is q for q in float_params)}
+    assert len(folded) >= 4  # two convs' weights and biases, BatchNorm folded in
+    assert {n for n, p in again.named_parameters() if folded.get(n) is p} == set(folded)
+    afresh = flow_of("x86", [change])
     with torch.no_grad():
-        assert torch.equal(flow.convert(again)(x),
-                           afresh.convert(afresh.calibrated(model, x, calibration))(x))
+        assert torch.equal(flow.convert(again)(x), afresh.convert(afresh.calibrated(model, x, calibration))(x))

@@ -21,8 +21,8 @@ from qreport.flows.model_caches import release_cached_models
 from qreport.config import QCONFIG_PRESETS, ModuleOverride
 from qreport.data import call, model_args
 from qreport.errors import InputError
+from qreport.flows.fused_once import FusedWeights
 from qreport.flows.fx_checks import check_finite_parameters, check_traceable, resolve_non_traceable
-from qreport.flows.fx_fused import FusedWeights
 from qreport.flows.fx_regions import float_bridges, fused_followers
 from qreport.flows.ns_patches import fusion_patterns_once, int8_modules_take_int8
 from qreport.flows.observers import copy_observer_states
@@ -294,7 +294,7 @@ class FxStaticFlow:
             graph, scopes = check_traceable(model, self._skip_names, self._skip_classes)
             self._followers = fused_followers(model, graph)
             self._bridges = float_bridges(model, graph, scopes, self._kept_float)
-            with self._fused.reused():  # fusion makes new weights, once per float model
+            with self._fused.reused_in_fx():  # fusion makes new weights, once per float model
                 return self._prepare_fx(sharing_weights(model), example, custom)
 
     def calibrated(self, model: nn.Module, example: torch.Tensor, batches, observed: nn.Module | None = None,

@@ -23,6 +23,7 @@ from qreport.data import call, model_args
 from qreport.errors import InputError, first_line
 from qreport.flows import pt2e_graph, pt2e_taps
 from qreport.flows.copies import sharing_modules, sharing_weights
+from qreport.flows.fused_once import FusedWeights
 from qreport.flows.fx import quiet_torch
 from qreport.flows.observers import copy_observer_states
 from qreport.flows.pt2e_kernels import lean_folding, lean_weight_dequantize
@@ -139,12 +140,14 @@ class _Exports:
     """One ``torch.export`` per float model, shared by a flow and its variants (the fix's rungs): exporting a large
     model takes seconds to minutes. ``prepare_pt2e`` changes the graph it is given (BatchNorm folding attaches new
     weights rather than writing into the old ones), so each gets a copy of the graph that shares the tensors: the
-    export shares them with the float model, and so does every prepared model, except for its folded convs."""
+    export shares them with the float model, and so does every prepared model, its folded convs included
+    (``fused``)."""
 
     def __init__(self):
         self._model: nn.Module | None = None
         self._key: tuple = ()
         self._exported: nn.Module | None = None
+        self.fused = FusedWeights()  # BatchNorm folded into the export's convs, once for all its preparations
 
     def copy_of(self, model: nn.Module, example, export) -> nn.Module:
         """A fresh copy of ``export(model, example)``, exporting again only for another model, other input shapes
@@ -242,7 +245,8 @@ class Pt2eStaticFlow:
         with quiet_torch(self.verbose, self.notes):
             exported = self._exports.copy_of(model, example, self.export)
             try:
-                return quantize_pt2e.prepare_pt2e(exported, self._quantizer())
+                with self._exports.fused.reused_in_pt2e():
+                    return quantize_pt2e.prepare_pt2e(exported, self._quantizer())
             except Exception as exc:
                 raise self._quantizer_error(exc, model, example) from None
 

@@ -1,9 +1,10 @@
 """Fuse once: every preparation of the same float model (the fix stage prepares it again for each rung) takes the
 Conv/Linear + BatchNorm fused weights the first one computed, instead of holding another copy of them.
 
-FX fusion calls ``torch.nn.utils.fusion.fuse_conv_bn_eval`` / ``fuse_linear_bn_eval`` per pair; while ``reused``
-lasts, a pair whose inputs are the same tensors as before (parameters by identity and version, BatchNorm's running
-statistics by value, since each preparation copies buffers) gets a module holding the earlier fused parameters.
+FX fusion calls ``torch.nn.utils.fusion.fuse_conv_bn_eval`` / ``fuse_linear_bn_eval`` per pair, on a copy of the
+conv; PT2E's BatchNorm folding calls ``fuse_conv_bn_weights`` on the exported tensors, which every preparation of
+one export shares. While ``reused_in_fx`` / ``reused_in_pt2e`` lasts, a pair whose inputs are the same as before
+(parameters by identity and version, running statistics FX copies by value) gets the earlier fused parameters.
 The values are those fusing again would compute: the function and its inputs are the same.
 """
 
@@ -20,9 +21,9 @@ from torch import nn
 
 @dataclasses.dataclass
 class _Fusion:
-    params: tuple  # the module's weight and bias, BatchNorm's weight and bias (None where absent)
+    params: tuple  # tensors compared by identity and version (None where absent)
     versions: tuple[int, ...]
-    running: tuple[torch.Tensor, torch.Tensor]  # BatchNorm's running mean and variance then
+    running: tuple  # tensors compared by value (FX: BatchNorm's running mean and variance, copied per preparation)
     weight: nn.Parameter
     bias: nn.Parameter
 
@@ -37,13 +38,13 @@ def _versions(tensors) -> tuple[int, ...]:
 
 
 class FusedWeights:
-    """The fusions computed so far for one flow and the flows derived from it (``with_overrides`` shares it)."""
+    """The fusions computed so far for one float model, shared by a flow and the flows ``with_overrides`` makes."""
 
     def __init__(self):
         self._done: dict[tuple, _Fusion] = {}
 
     @contextlib.contextmanager
-    def reused(self):
+    def reused_in_fx(self):
         """Within: FX fusion of a pair fused before returns a module with the earlier fused parameters."""
         import torch.nn.utils as utils
         from torch.nn.utils import fusion
@@ -59,6 +60,26 @@ class FusedWeights:
         with mock.patch.object(fusion, "fuse_conv_bn_eval", conv), mock.patch.object(utils, "fuse_conv_bn_eval", conv), \
                 mock.patch.object(fusion, "fuse_linear_bn_eval", linear), \
                 mock.patch.object(utils, "fuse_linear_bn_eval", linear):
+            yield
+
+    @contextlib.contextmanager
+    def reused_in_pt2e(self):
+        """Within: PT2E's BatchNorm folding of tensors folded before returns the earlier fused parameters."""
+        from torchao.quantization.pt2e import utils
+
+        fuse = utils.fuse_conv_bn_weights
+
+        def folded(conv_w, conv_b, bn_rm, bn_rv, bn_eps, bn_w, bn_b, transpose=False):
+            tensors = (conv_w, conv_b, bn_rm, bn_rv, bn_w, bn_b)
+            key = ("pt2e", bn_eps, transpose) + tuple(map(id, tensors))
+            done = self._done.get(key)
+            if done is not None and done.still_holds(tensors, ()):
+                return done.weight, done.bias
+            weight, bias = fuse(conv_w, conv_b, bn_rm, bn_rv, bn_eps, bn_w, bn_b, transpose=transpose)
+            self._done[key] = _Fusion(tensors, _versions(tensors), (), weight, bias)
+            return weight, bias
+
+        with mock.patch.object(utils, "fuse_conv_bn_weights", folded):
             yield
 
     def _fused(self, fuse, module: nn.Module, bn: nn.Module, kind: tuple) -> nn.Module:
