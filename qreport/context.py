@@ -35,6 +35,10 @@ class BuildContext:
     metric: object = None  # the user's --metric callable (outputs, labels) -> float, or None
     calibration_record: object = None  # flows.CalibrationRecord the flow filled while calibrating, or None
 
+    def drop_models(self) -> None:
+        """Let go of every model, once the tables are written (the report is drawn from them alone)."""
+        self.loaded = self.prepared = self.quantized = self.reference = self.calibration_record = None
+
     def batches(self, split, desc: str, total: int | None = None):
         """Iterate a data split (or any iterable of ``total`` batches) with a progress bar (hidden when quiet or
         not on a terminal)."""

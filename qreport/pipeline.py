@@ -290,6 +290,9 @@ def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False
             writer.write_text("fix.toml", "# qreport: your overrides plus the guidance's measured changes; use with "
                               "--qconfig\n" + render_qconfig_toml(fixed, cfg.thresholds))
         writer.write_json("manifest.json", manifest)
+        ctx.drop_models()
+        del loaded, flow
+        gc.collect()  # the models' memory is free for rendering
         t = time.perf_counter()
         if render_report is not None:
             render_report(writer.tmp)
