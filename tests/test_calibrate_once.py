@@ -1,5 +1,6 @@
 """Calibrate once: the fix's re-quantizations on the run's own data copy the calibrated observer states instead of
-running the calibration batches again, and get exactly the int8 model calibrating again would."""
+running the calibration batches again, and get exactly the int8 model calibrating again would; the ranges stage
+takes the calibration maxima noted while calibrating; BatchNorm is folded once for every preparation."""
 
 from __future__ import annotations
 
@@ -158,7 +159,7 @@ def test_a_rung_prepared_again_shares_the_folded_weights_and_quantizes_exactly_a
     first = base.calibrated(model, x, calibration)
     flow = base.with_overrides([change])
     again = flow.calibrated(model, x, calibration)
-    float_params = [p for p in model.parameters()]
+    float_params = list(model.parameters())
     folded = {n: p for n, p in first.named_parameters() if not any(p is q for q in float_params)}
     assert len(folded) >= 4  # two convs' weights and biases, BatchNorm folded in
     assert {n for n, p in again.named_parameters() if folded.get(n) is p} == set(folded)
