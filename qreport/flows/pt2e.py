@@ -100,6 +100,19 @@ def _unread_tensors_dropped(gm: fx.GraphModule) -> fx.GraphModule:
     return gm
 
 
+def _weights_dequantized_where_read(gm: fx.GraphModule) -> fx.GraphModule:
+    """``gm`` with each constant weight's dequantize moved to just before the op that reads it. ``convert_pt2e``
+    puts them all at the top of the graph, so every forward held the whole model's weights dequantized to float
+    at once (one more copy of the weights, in every stage that runs the int8 model); the generated code frees each
+    value after its last use, so now one layer's at a time. The same ops on the same values."""
+    order = {node: i for i, node in enumerate(gm.graph.nodes)}
+    for node in list(gm.graph.nodes):
+        if pt2e_graph.is_dequantize(node) and node.users and all(a.op == "get_attr" for a in node.all_input_nodes):
+            min(node.users, key=order.__getitem__).prepend(node)
+    gm.recompile()
+    return gm
+
+
 @contextlib.contextmanager
 def _without_qat_folding(quantize_pt2e):
     """``convert_pt2e`` without its search for quantization-aware training's conv-BatchNorm patterns.
@@ -276,7 +289,8 @@ class Pt2eStaticFlow:
         """A fresh quantize/dequantize model from a calibrated prepared one (int8 weights stored as constants)."""
         quantize_pt2e = _torchao()
         with quiet_torch(self.verbose, self.notes), _without_qat_folding(quantize_pt2e), lean_folding():
-            return _unread_tensors_dropped(quantize_pt2e.convert_pt2e(sharing_weights(prepared)))
+            return _weights_dequantized_where_read(
+                _unread_tensors_dropped(quantize_pt2e.convert_pt2e(sharing_weights(prepared))))
 
     def running(self) -> contextlib.AbstractContextManager:
         """A leaner kernel for the q/dq graph's weight dequantize (same values; ``pt2e_kernels``)."""
