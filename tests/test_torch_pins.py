@@ -389,7 +389,7 @@ def test_the_x86_lowered_graph_does_not_run_as_it_is(factory, error):
     (MaxViT); qreport makes the views reshapes and copies the accumulator (``pt2e_lowered.lower_x86``)."""
     from torchao.quantization.pt2e.lowering import lower_pt2e_quantized_to_x86
 
-    from qreport.flows.pt2e import Pt2eStaticFlow, _weights_dequantized_where_read
+    from qreport.flows.pt2e import Pt2eStaticFlow
 
     x = torch.randn(2, 3, 8, 8)
     flow = Pt2eStaticFlow("x86")
