@@ -36,8 +36,9 @@ class BuildContext:
     calibration_record: object = None  # flows.CalibrationRecord the flow filled while calibrating, or None
 
     def drop_models(self) -> None:
-        """Let go of every model, once the tables are written (the report is drawn from them alone)."""
-        self.loaded = self.prepared = self.quantized = self.reference = self.calibration_record = None
+        """Let go of every model, once the tables are written (the report is drawn from them alone); the flow too,
+        which keeps what it derived from the float model (its export, the folded weights) for later preparations."""
+        self.loaded = self.prepared = self.quantized = self.reference = self.calibration_record = self.flow = None
 
     def batches(self, split, desc: str, total: int | None = None):
         """Iterate a data split (or any iterable of ``total`` batches) with a progress bar (hidden when quiet or

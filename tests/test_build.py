@@ -7,6 +7,7 @@ import math
 import warnings
 
 import pandas as pd
+import pytest
 import pyarrow.parquet as pq
 import torch
 from torch.ao.quantization import get_default_qconfig_mapping
@@ -154,3 +155,36 @@ def test_a_failing_numeric_suite_call_still_completes_the_run(tmp_path, monkeypa
     assert "The shadow stage failed" in html
     cov = pd.read_parquet(out / "coverage.parquet")
     assert cov[cov.status == "quantized"].note.str.contains("shadow stage failed").all()
+
+
+@pytest.mark.parametrize("extra", [(), ("--flow", "pt2e")], ids=["fx", "pt2e"])
+def test_the_models_and_their_weights_are_let_go_before_the_report_renders(tmp_path, monkeypatch, extra):
+    """The report is drawn from the written tables, so the build frees its models first: rendering gets their
+    memory. Nothing may keep the float model or its weight matrices alive (the flow caches what it folded per
+    model). Under PT2E a conv bias can outlive the build in torch.export's own tracing leftovers (small, torch's)."""
+    import gc
+    import weakref
+
+    import qreport.pipeline as pipeline
+    import qreport.render.html as html
+
+    loaded_refs = []
+    real_load, real_render = pipeline.load_model, html.render_run
+
+    def loading(*args, **kwargs):
+        loaded = real_load(*args, **kwargs)
+        weights = [p for p in loaded.module.parameters() if p.dim() > 1]
+        loaded_refs.extend(weakref.ref(t) for t in [loaded.module, *weights])
+        return loaded
+
+    alive = []
+
+    def rendering(path, **kwargs):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in loaded_refs))
+        return real_render(path, **kwargs)
+
+    monkeypatch.setattr(pipeline, "load_model", loading)
+    monkeypatch.setattr(html, "render_run", rendering)
+    assert main(tiny_args(tmp_path / "run", "bad_channel_cnn", *extra)) == 0  # Conv-BatchNorm: folded weights
+    assert len(loaded_refs) == 4 and alive == [0]  # the model, two conv and one Linear weight
