@@ -3,11 +3,10 @@ shadows beside each quantized layer (isolated view). Nothing is stored: every ta
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import fx
 
+from qreport.flows.copies import sharing_modules
 from qreport.flows.pt2e_graph import QuantizedOp, float_weight
 from qreport.streaming import FLOAT_NAME, QUANT_NAME, Tap
 
@@ -18,8 +17,9 @@ def _node(gm: fx.GraphModule, name: str) -> fx.Node:
 
 def float_graph(prepared: fx.GraphModule) -> fx.GraphModule:
     """The prepared graph without its observers: the float model (BatchNorm folded) with the int8 graph's node
-    names, so the two pair op by op."""
-    gm = copy.deepcopy(prepared)
+    names, so the two pair op by op. A new graph on the prepared model's own tensors (a deep copy would duplicate
+    every folded weight)."""
+    gm = sharing_modules(prepared)
     for node in list(gm.graph.nodes):
         if node.op == "call_module" and str(node.target).startswith("activation_post_process"):
             node.replace_all_uses_with(node.args[0])
