@@ -300,7 +300,7 @@ def test_convert_pt2e_dequantizes_every_weight_at_the_top_of_the_graph_and_qrepo
     def weight_dequantizes(gm):
         nodes = list(gm.graph.nodes)
         return [(nodes.index(n), min(nodes.index(u) for u in n.users)) for n in nodes
-                if pt2e_graph.is_dequantize(n) and all(a.op == "get_attr" for a in n.all_input_nodes)]
+                if pt2e_graph.is_constant_dequantize(n)]
 
     theirs = convert_pt2e(copy.deepcopy(prepared))
     first_op = next(i for i, n in enumerate(theirs.graph.nodes) if n.op == "placeholder")

@@ -107,7 +107,7 @@ def _weights_dequantized_where_read(gm: fx.GraphModule) -> fx.GraphModule:
     value after its last use, so now one layer's at a time. The same ops on the same values."""
     order = {node: i for i, node in enumerate(gm.graph.nodes)}
     for node in list(gm.graph.nodes):
-        if pt2e_graph.is_dequantize(node) and node.users and all(a.op == "get_attr" for a in node.all_input_nodes):
+        if pt2e_graph.is_constant_dequantize(node) and node.users:
             min(node.users, key=order.__getitem__).prepend(node)
     gm.recompile()
     return gm

@@ -40,7 +40,7 @@ def is_qdq(node: fx.Node) -> bool:
     return is_quantize(node) or is_dequantize(node)
 
 
-def _is_constant_dequantize(node) -> bool:
+def is_constant_dequantize(node) -> bool:
     """A dequantize of a stored int8 constant: an int8 weight."""
     return isinstance(node, fx.Node) and is_dequantize(node) and isinstance(node.args[0], fx.Node) and \
         node.args[0].op == "get_attr"
@@ -93,7 +93,7 @@ def quantized_ops(gm: fx.GraphModule) -> list[QuantizedOp]:
             continue
         end = chain_end(node)
         quantize = next((u for u in end.users if is_quantize(u)), None)
-        weights = tuple(i for i, a in enumerate(node.args) if _is_constant_dequantize(a))
+        weights = tuple(i for i, a in enumerate(node.args) if is_constant_dequantize(a))
         if quantize is None and not weights:
             continue
         if not weights and _has_float_weight(node):  # a layer kept float between quantized ones
@@ -207,7 +207,7 @@ def boundaries(gm: fx.GraphModule) -> int:
     for node in gm.graph.nodes:
         if is_quantize(node) and node.args[0].op != "get_attr" and node.args[0].name not in int8_ends:
             count += 1
-        elif is_dequantize(node) and not _is_constant_dequantize(node) and \
+        elif is_dequantize(node) and not is_constant_dequantize(node) and \
                 any(_is_op(u) and u.name not in int8_ops for u in node.users):
             count += 1
     return count
