@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "of 32 input features (default: %(default)s)")
     b.add_argument("--non-traceable", action="append", default=[], metavar="MODULE_OR_CLASS",
                    help="a module path or class name torch.fx cannot trace: it stays float and untraced (repeatable)")
-    b.add_argument("--backend", choices=("x86", "qnnpack"), default="x86", help="quantized engine (default: %(default)s)")
+    b.add_argument("--backend", choices=("x86", "qnnpack"),
+                   help="FX's quantized engine (default: x86); --flow pt2e picks its kernels with --quantizer")
     b.add_argument("--activation-observer", choices=ACTIVATION_OBSERVERS, metavar="|".join(ACTIVATION_OBSERVERS),
                    help="observer of every activation the backend's default qconfig observes (static FX builds; "
                    "default: the backend's, histogram). minmax calibrates about 1.5x faster and costs about a dB of "
@@ -279,8 +280,11 @@ def cmd_build(args) -> int:
         raise InputError("--weight-bits picks the weights of --mode weight-only; add --flow pt2e --mode weight-only")
     if args.quantizer and args.flow != "pt2e":
         raise InputError(f"--quantizer {args.quantizer} picks a PT2E quantizer; add --flow pt2e (FX takes --backend)")
+    if args.backend and args.flow == "pt2e":
+        raise InputError(f"--backend {args.backend} picks FX's quantized engine; --flow pt2e takes --quantizer "
+                         "(x86, arm or xnnpack) instead: drop --backend, or build with --flow fx")
     cfg = BuildConfig(
-        model=args.model, weights=args.weights, checkpoint=args.checkpoint, backend=args.backend,
+        model=args.model, weights=args.weights, checkpoint=args.checkpoint, backend=args.backend or "x86",
         activation_observer=args.activation_observer, qconfig_file=args.qconfig, overrides=overrides,
         thresholds=thresholds, data=args.data,
         eval_data=args.eval_data, calib_batches=args.calib_batches, eval_batches=args.eval_batches,

@@ -111,6 +111,7 @@ def test_presets_the_quantizer_cannot_express_are_refused_in_one_line(tmp_path):
     (("--quantizer", "xnnpack"), "add --flow pt2e"),
     (("--flow", "pt2e", "--mode", "qat"), "--mode qat needs --flow fx"),
     (("--flow", "pt2e", "--non-traceable", "stem"), "--non-traceable is an FX option"),
+    (("--flow", "pt2e", "--backend", "qnnpack"), "--flow pt2e takes --quantizer"),
 ])
 def test_fx_only_options_with_pt2e_are_one_line_errors(tmp_path, extra, says):
     result = run_cli(*tiny_args(tmp_path / "run", "tiny_cnn", *extra))
