@@ -34,11 +34,13 @@ class BuildContext:
     notes: list = dataclasses.field(default_factory=list)  # lines for the report's notes (the pipeline adds results')
     metric: object = None  # the user's --metric callable (outputs, labels) -> float, or None
     calibration_record: object = None  # flows.CalibrationRecord the flow filled while calibrating, or None
+    channel_record: object = None  # stages.channels.ChannelRecord the model stage filled on its float pass, or None
 
     def drop_models(self) -> None:
         """Let go of every model, once the tables are written (the report is drawn from them alone); the flow too,
         which keeps what it derived from the float model (its export, the folded weights) for later preparations."""
-        self.loaded = self.prepared = self.quantized = self.reference = self.calibration_record = self.flow = None
+        self.loaded = self.prepared = self.quantized = self.reference = self.flow = None
+        self.calibration_record = self.channel_record = None
 
     def batches(self, split, desc: str, total: int | None = None):
         """Iterate a data split (or any iterable of ``total`` batches) with a progress bar (hidden when quiet or

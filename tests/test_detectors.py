@@ -92,3 +92,32 @@ def test_findings_from_the_propagated_table_say_so_when_there_is_no_isolated_vie
     views = {f.code: f.view for f in findings({"activations": acts})}
     assert views["high_rmse"] == "propagated"
     assert {f.code: f.view for f in findings({"shadow": acts})}["high_rmse"] == "isolated"
+
+
+
+@pytest.mark.parametrize("extra", [(), ("--flow", "pt2e")])
+def test_the_channels_table_comes_from_the_model_stages_float_pass(tmp_path, monkeypatch, extra):
+    """The channels stage reads the input ranges the model stage recorded on its float pass instead of running the
+    float model over the evaluation images again; its table is the one a pass of its own gives."""
+    from qreport import pipeline
+    from qreport.data import call
+    from qreport.stages import channels
+
+    passes = []
+    monkeypatch.setattr(channels, "call", lambda m, x: passes.append(1) or call(m, x))
+    assert main(tiny_args(tmp_path / "shared", "outlier_channel", *extra)) == 0
+    assert passes == []
+
+    def forgetting(run):
+        def model_stage(ctx):
+            tables = run(ctx)
+            ctx.channel_record = None
+            return tables
+        return model_stage
+
+    monkeypatch.setattr(pipeline, "ORDER", tuple((n, forgetting(r) if n == "model" else r) for n, r in pipeline.ORDER))
+    assert main(tiny_args(tmp_path / "own", "outlier_channel", *extra)) == 0
+    assert len(passes) == 2  # one per evaluation batch
+    own, shared = (pd.read_parquet(tmp_path / run / "channels.parquet") for run in ("own", "shared"))
+    pd.testing.assert_frame_equal(own, shared)
+    assert shared.loc[shared.layer_fqn == "conv2", "worst_channel"].item() == 5
