@@ -9,9 +9,10 @@ For each model and number of evaluation images it runs, each in a fresh seeded p
             calls them, ``OutputLogger`` keeping every tensor, then ``extend_logger_results_with_comparison``
             (skipped where it would not fit in memory).
 With resnet152 in --models it also builds the issue's reference setting (64 calibration, 16 evaluation images).
-It ends with the sensitivity stage against re-quantizing per layer, calibration with the histogram and the MinMax
-activation observer (time, and the int8 model's output against the float one), the default ``qreport build --model
-mobilenet_v2`` timed from the command line, and the targets, each met or not.
+Every measurement runs under the build's allocator setting (``qreport.allocator``); the float pass is also timed
+under glibc's default. It ends with the sensitivity stage against re-quantizing per layer, calibration with the
+histogram and the MinMax activation observer (time, and the int8 model's output against the float one), the default
+``qreport build --model mobilenet_v2`` timed from the command line, and the targets, each met or not.
 """
 
 from __future__ import annotations
@@ -88,13 +89,18 @@ def _peak_rss_mb() -> float:
     return round(peak / MIB if sys.platform == "darwin" else peak / 1024.0, 1)  # rounded as the manifest's
 
 
-def _setup(model_name: str, images: int, calib_images: int = BATCH * CALIB_BATCHES):
-    """The float model, its calibrated prepared copy, the flow and the data, as qreport builds them."""
+def _setup(model_name: str, images: int, calib_images: int = BATCH * CALIB_BATCHES, keep_blocks: bool = True):
+    """The float model, its calibrated prepared copy, the flow and the data, as qreport builds them (under the
+    build's allocator setting unless ``keep_blocks`` is False, so every comparison runs under the same one)."""
     import warnings
 
     warnings.simplefilter("ignore")
     import torch
 
+    from qreport.allocator import keep_freed_blocks
+
+    if keep_blocks:
+        keep_freed_blocks()
     from qreport.data import synthetic
     from qreport.flows import FxStaticFlow
     from qreport.models import load_model, recalibrate_batchnorm
@@ -153,11 +159,11 @@ def _timed_pass(model, batches) -> float:
     return time.perf_counter() - t
 
 
-def child_passes(model_name: str, images: int, calib_images: int) -> dict:
+def child_passes(model_name: str, images: int, calib_images: int, keep_blocks: bool = True) -> dict:
     """Plain forwards (after a warm-up batch): float over calibration; float, float again, int8 over evaluation."""
     import torch
 
-    float_model, prepared, flow, data = _setup(model_name, images, calib_images)
+    float_model, prepared, flow, data = _setup(model_name, images, calib_images, keep_blocks)
     quantized = flow.convert(prepared)
     calibration, evaluation = list(data.calibration), list(data.evaluation)
     with torch.no_grad():
@@ -240,8 +246,13 @@ def child_observers(model_name: str, images: int, calib_images: int) -> dict:
     return out
 
 
+def child_passes_default_allocator(model_name: str, images: int, calib_images: int) -> dict:
+    """The plain forwards under glibc's default allocator setting (what the build's setting saves)."""
+    return child_passes(model_name, images, calib_images, keep_blocks=False)
+
+
 CHILDREN = {"build": child_build, "passes": child_passes, "tutorial": child_tutorial, "requant": child_requant,
-            "observers": child_observers}
+            "observers": child_observers, "passes_default_allocator": child_passes_default_allocator}
 
 
 def run_child(kind: str, model_name: str, images: int, calib_images: int) -> dict | None:
@@ -443,6 +454,24 @@ def print_observer_table(measured: dict[str, dict | None], images: int, calib_im
                   f"{cell(f and f['output_sqnr_db'], 16, 2)}{cell(f and 100 * f['top1_agreement'], 12, 1)}%")
 
 
+def allocator_lines(rows: list[dict], repeat: int) -> list[str]:
+    """The float pass over the most evaluation images under glibc's default allocator setting against the build's
+    (``qreport.allocator``), for the models of --quick."""
+    lines = []
+    for model_name in QUICK_MODELS.split(","):
+        row = max((r for r in rows if r["model"] == model_name and r["passes"]), key=lambda r: r["images"],
+                  default=None)
+        if row is None:
+            continue
+        default = repeated("passes_default_allocator", model_name, row["images"], row["calib_images"], repeat)
+        kept = row["passes"]["float"]
+        lines.append(f"allocator: {model_name}'s float pass over {row['images']} images took "
+                     f"{number(default and default['float'], 2)} s with glibc's default setting, {kept:.2f} s with "
+                     f"the build's (large freed blocks kept between batches): "
+                     f"{number(ratio(default and default['float'], kept), 2)}x")
+    return lines
+
+
 def default_build_seconds() -> float | None:
     """Wall time of ``qreport build --model mobilenet_v2`` with defaults, interpreter start and import included."""
     print("  qreport build --model mobilenet_v2 (command line)", file=sys.stderr, flush=True)
@@ -569,6 +598,7 @@ def main() -> int:
     sensitivity = sensitivity_line(rows)
     observer_images = min(args.images)
     observers = {m: repeated("observers", m, observer_images, calib, args.repeat) for m in args.models}
+    allocator = allocator_lines(rows, args.repeat)
     default_build = default_build_seconds()
 
     print(f"qreport bench · {time.strftime('%Y-%m-%d')} · torch {version('torch')} · {os.cpu_count()} cores · "
@@ -600,6 +630,8 @@ def main() -> int:
             print(f"{row['model']} at {row['images']} images: the report did not render "
                   f"({row['build']['render_error']})")
     print(sensitivity)
+    for line in allocator:
+        print(line)
     print()
     print_observer_table(observers, observer_images, calib)
     print()

@@ -16,6 +16,7 @@ import torchvision
 
 import qreport
 from qreport import interrupt
+from qreport.allocator import keep_freed_blocks, release_freed_blocks
 from qreport import data as data_mod
 from qreport.config import BuildConfig, render_qconfig_toml
 from qreport.context import BuildContext
@@ -206,6 +207,7 @@ def _run_stages(ctx: BuildContext, writer: RunWriter, progress: Progress, verbos
             continue
         finally:
             gc.collect()  # a stage's graph modules hold reference cycles: free its model copies before the next
+            release_freed_blocks()
         for table_name, df in result.tables.items():
             ctx.tables[table_name] = df
             writer.write_table(table_name, df)
@@ -267,6 +269,7 @@ def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False
     """Run every stage and write the run folder ``out``; returns the manifest."""
     torch.manual_seed(cfg.seed)
     writer = RunWriter(out, force=force)  # refuses an existing --out before any work
+    keep_freed_blocks()
     progress = Progress(total=3 + len(ORDER) + 1, quiet=quiet)
     try:
         metric = load_metric(cfg.metric) if cfg.metric else None
@@ -275,6 +278,7 @@ def build(cfg: BuildConfig, out: str, force: bool = False, verbose: bool = False
         ctx = BuildContext(config=cfg, flow=flow, loaded=loaded, data=data, quiet=quiet, notes=notes, metric=metric)
         with flow.running():
             timings = {"load": load_seconds, **_quantize(ctx, example, progress, verbose)}
+            release_freed_blocks()
             stages = _run_stages(ctx, writer, progress, verbose)
         manifest = _manifest(ctx, example, stages, timings)
         manifest["command"] = command
