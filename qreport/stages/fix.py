@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from qreport.allocator import release_freed_blocks
 from qreport.config import ModuleOverride, render_qconfig_toml
 from qreport.data import call, take
 from qreport.errors import first_line
@@ -170,6 +171,7 @@ def run(ctx) -> pd.DataFrame:
             applied, data, current, current_cost, kept_any = list(built_all), rung.data or data, scores, costs, True
         del quantized
         gc.collect()  # a rung's graph modules hold reference cycles: free its models before the next rung builds
+        release_freed_blocks()
     if kept_any:
         note = Rung("recalibrate", data=data).describe() if data else ""
         after = _row("after", render_qconfig_toml(applied) if applied else "", current,
