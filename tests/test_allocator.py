@@ -17,7 +17,7 @@ def rss():
         return int(f.read().split()[1]) * PAGE
 def after_free():
     base = rss()
-    t = torch.ones(48 * 2**20 // 4)  # a 48 MiB tensor (mobilenet_v2's largest activation at batch 8: 38.5 MiB)
+    t = torch.ones(48 * 2**20 // 4)  # a 48 MiB tensor (mobilenet_v2's largest activation at batch 8 is 38.5 MB)
     del t
     return rss() - base
 default = after_free()
