@@ -117,3 +117,13 @@ def test_memory_layout_does_not_change_the_statistics():
             assert row[key] == want[key], (name, key)
         for key in ("signal_energy", "noise_energy", "cosine"):
             assert math.isclose(row[key], want[key], rel_tol=1e-6), (name, key)
+
+
+def test_values_outside_a_range_are_counted_exactly_edges_and_nan_excluded():
+    """The clipped count of the activation tables and the ranges stage's outside count: strictly below or above."""
+    from qreport.streaming import count_outside
+
+    x = torch.tensor([-2.0, -1.0, -0.5, 0.0, 1.0, 1.5, float("nan"), float("inf"), -float("inf")])
+    assert count_outside(x, -1.0, 1.0) == 4  # -2, 1.5, inf, -inf; the edges and NaN are not outside
+    big = torch.randn(4, 8, 33, 17).contiguous(memory_format=torch.channels_last)
+    assert count_outside(big, -1.5, 0.7) == int(((big < -1.5) | (big > 0.7)).sum())

@@ -13,6 +13,7 @@ from torch import nn
 from qreport.flows.contract import CalibrationRecord
 from qreport.flows.copies import sharing_weights
 from qreport.data import call
+from qreport.streaming import count_outside
 
 
 def _input_maxima(x) -> torch.Tensor | None:
@@ -46,7 +47,7 @@ class _RangeRecorder(nn.Module):
         else:
             low, high = (float(t) for t in torch.aminmax(v))
             if low < self.lo or high > self.hi:  # counted only where some value is outside
-                self.outside += int(((v < self.lo) | (v > self.hi)).sum())
+                self.outside += count_outside(v, self.lo, self.hi)
             self.total += v.numel()
             self.eval_min, self.eval_max = min(self.eval_min, low), max(self.eval_max, high)
         return x
