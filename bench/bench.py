@@ -98,13 +98,12 @@ def _setup(model_name: str, images: int, calib_images: int = BATCH * CALIB_BATCH
     import torch
 
     from qreport.allocator import keep_freed_blocks
-
-    if keep_blocks:
-        keep_freed_blocks()
     from qreport.data import synthetic
     from qreport.flows import FxStaticFlow
     from qreport.models import load_model, recalibrate_batchnorm
 
+    if keep_blocks:
+        keep_freed_blocks()
     torch.manual_seed(0)
     loaded = load_model(model_name, "auto")
     data = synthetic(loaded.input_shape, BATCH, calib_images // BATCH, images // BATCH, seed=0)

@@ -94,7 +94,6 @@ def test_findings_from_the_propagated_table_say_so_when_there_is_no_isolated_vie
     assert {f.code: f.view for f in findings({"shadow": acts})}["high_rmse"] == "isolated"
 
 
-
 @pytest.mark.parametrize("extra", [(), ("--flow", "pt2e")])
 def test_the_channels_table_comes_from_the_model_stages_float_pass(tmp_path, monkeypatch, extra):
     """The channels stage reads the input ranges the model stage recorded on its float pass instead of running the
