@@ -28,7 +28,6 @@ class ChannelRecord:
     ``with``). The model stage records it on its float pass, so this stage needs no pass of its own."""
 
     def __init__(self, model: nn.Module):
-        self.model = model
         self.modules = [(name, m) for name, m in model.named_modules() if isinstance(m, WEIGHTED_LAYERS)]
         self.absmax: dict[str, torch.Tensor] = {}
         self._hooks = []
@@ -79,7 +78,7 @@ def run(ctx) -> pd.DataFrame:
     """The model stage's record of the evaluation images; without one (that stage skipped or failed), a float pass
     over them."""
     record = ctx.channel_record
-    if record is None or record.model is not ctx.reference:
+    if record is None:
         with ChannelRecord(ctx.reference) as record, torch.no_grad():
             for x in ctx.batches(ctx.data.evaluation, "channels"):
                 call(ctx.reference, x)
